@@ -1,0 +1,159 @@
+#include "kernels/internal/linear.h"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/internal/dnnl_util.h"
+
+namespace attn::kernels::internal {
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+using DT = memory::data_type;
+
+// Token count used to let oneDNN pick the packed weight layout at Create.
+constexpr int64_t kLayoutProbeTokens = 256;
+
+DT GemmType(ComputeDType dtype) {
+  return dtype == ComputeDType::kBFloat16 ? DT::bf16 : DT::f32;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Linear>> Linear::Create(
+    const dnnl::engine& engine, std::string name, int64_t in_features,
+    int64_t out_features, const std::vector<float>& weight,
+    const std::vector<float>& bias, float multiplier, ComputeDType dtype) {
+  std::unique_ptr<Linear> linear(
+      new Linear(engine, std::move(name), in_features, out_features, dtype));
+  Linear& l = *linear;
+  absl::Status status = CallDnnl(
+      absl::StrCat("packing the ", l.name_, " weights"), [&]() -> absl::Status {
+        const DT gemm_type = GemmType(dtype);
+        // Let oneDNN choose the weight layout for a representative shape.
+        const memory::desc probe_src({kLayoutProbeTokens, in_features},
+                                     gemm_type, Tag::ab);
+        const memory::desc any_wei({in_features, out_features}, gemm_type,
+                                   Tag::any);
+        const memory::desc dst({kLayoutProbeTokens, out_features}, DT::f32,
+                               Tag::ab);
+        dnnl::matmul::primitive_desc pd(
+            dnnl::matmul::desc(probe_src, any_wei, dst), UserScratchpadAttr(),
+            engine);
+        l.weights_md_ = pd.weights_desc();
+
+        // PyTorch [out, in] row-major is matmul weights [in, out] with tag ba.
+        std::vector<float> scaled(weight);
+        if (multiplier != 1.0f) {
+          for (float& w : scaled) w *= multiplier;
+        }
+        const memory::desc user_md({in_features, out_features}, DT::f32,
+                                   Tag::ba);
+        memory user_mem(user_md, engine, scaled.data());
+        l.weights_ = memory(l.weights_md_, engine);
+        dnnl::stream stream(engine);
+        dnnl::reorder(user_mem, l.weights_)
+            .execute(stream, user_mem, l.weights_);
+
+        if (!bias.empty()) {
+          l.has_bias_ = true;
+          l.bias_md_ = memory::desc({1, out_features}, DT::f32, Tag::ab);
+          l.bias_ = memory(l.bias_md_, engine);
+          float* dst_bias = static_cast<float*>(l.bias_.get_data_handle());
+          for (int64_t i = 0; i < out_features; ++i) {
+            dst_bias[i] = bias[i] * multiplier;
+          }
+        }
+        stream.wait();
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  return linear;
+}
+
+absl::StatusOr<Linear::Prims> Linear::CreatePrims(int64_t tokens) const {
+  Prims p;
+  ATTN_RETURN_IF_ERROR(CallDnnl(
+      absl::StrCat("creating the ", name_, " matmul for ", tokens, " tokens"),
+      [&]() -> absl::Status {
+        const DT gemm_type = GemmType(dtype_);
+        p.src_md = memory::desc({tokens, in_}, gemm_type, Tag::ab);
+        p.dst_md = memory::desc({tokens, out_}, DT::f32, Tag::ab);
+        const dnnl::primitive_attr attr = UserScratchpadAttr();
+        dnnl::matmul::primitive_desc pd =
+            has_bias_ ? dnnl::matmul::primitive_desc(
+                            dnnl::matmul::desc(p.src_md, weights_md_, bias_md_,
+                                               p.dst_md),
+                            attr, engine_)
+                      : dnnl::matmul::primitive_desc(
+                            dnnl::matmul::desc(p.src_md, weights_md_, p.dst_md),
+                            attr, engine_);
+        p.matmul = dnnl::matmul(pd);
+        p.impl = pd.impl_info_str();
+        p.scratchpad_md = pd.scratchpad_desc();
+        if (dtype_ == ComputeDType::kBFloat16) {
+          p.src_f32_md = memory::desc({tokens, in_}, DT::f32, Tag::ab);
+          dnnl::reorder::primitive_desc rpd(engine_, p.src_f32_md, engine_,
+                                            p.src_md, attr);
+          p.to_bf16_scratchpad_md = rpd.scratchpad_desc();
+          p.to_bf16 = dnnl::reorder(rpd);
+        }
+        return absl::OkStatus();
+      }));
+  return p;
+}
+
+absl::StatusOr<std::shared_ptr<const Linear::Prims>> Linear::GetPrims(
+    int64_t tokens) const {
+  return cache_.GetOrCreate(tokens, [&] { return CreatePrims(tokens); });
+}
+
+absl::StatusOr<std::string> Linear::ImplementationName(int64_t tokens) const {
+  absl::StatusOr<std::shared_ptr<const Prims>> prims = GetPrims(tokens);
+  if (!prims.ok()) return prims.status();
+  return (*prims)->impl;
+}
+
+absl::Status Linear::Forward(const float* x, int64_t tokens, float* y) const {
+  absl::StatusOr<std::shared_ptr<const Prims>> prims_or = GetPrims(tokens);
+  if (!prims_or.ok()) return prims_or.status();
+  const Prims& p = **prims_or;
+  return CallDnnl(
+      absl::StrCat("running the ", name_, " matmul"), [&]() -> absl::Status {
+        dnnl::stream stream(engine_);
+        std::vector<uint8_t> scratch(p.scratchpad_md.get_size());
+        memory scratch_mem(p.scratchpad_md, engine_, scratch.data());
+        memory src;
+        std::vector<uint16_t> x_bf16;
+        if (dtype_ == ComputeDType::kBFloat16) {
+          x_bf16.resize(static_cast<size_t>(tokens * in_));
+          memory f32_mem = Borrow(p.src_f32_md, engine_, x);
+          src = memory(p.src_md, engine_, x_bf16.data());
+          std::vector<uint8_t> rscratch(p.to_bf16_scratchpad_md.get_size());
+          memory rscratch_mem(p.to_bf16_scratchpad_md, engine_,
+                              rscratch.data());
+          p.to_bf16.execute(stream, {{DNNL_ARG_FROM, f32_mem},
+                                     {DNNL_ARG_TO, src},
+                                     {DNNL_ARG_SCRATCHPAD, rscratch_mem}});
+        } else {
+          src = Borrow(p.src_md, engine_, x);
+        }
+        memory dst(p.dst_md, engine_, y);
+        std::unordered_map<int, memory> args = {
+            {DNNL_ARG_SRC, src},
+            {DNNL_ARG_WEIGHTS, weights_},
+            {DNNL_ARG_DST, dst},
+            {DNNL_ARG_SCRATCHPAD, scratch_mem}};
+        if (has_bias_) args.emplace(DNNL_ARG_BIAS, bias_);
+        p.matmul.execute(stream, args);
+        stream.wait();
+        return absl::OkStatus();
+      });
+}
+
+}  // namespace attn::kernels::internal

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs everything attnserve needs to build, run and test on Debian 12
+# (as root, or with sudo available). Idempotent.
+#   scripts/setup.sh            build + test dependencies
+#   scripts/setup.sh --runtime  only what building and running the server needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+BUILD_PKGS=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libdnnl-dev ocl-icd-opencl-dev libabsl-dev nlohmann-json3-dev
+)
+TEST_PKGS=(
+  libgtest-dev libgmock-dev libbenchmark-dev
+  python3 python3-grpcio python3-protobuf python3-numpy python3-torch
+  clang-format
+)
+
+pkgs=("${BUILD_PKGS[@]}")
+if [ "${1:-}" != "--runtime" ]; then
+  pkgs+=("${TEST_PKGS[@]}")
+  # Node.js may come from elsewhere (e.g. a nodesource build bundling npm);
+  # take Debian's only when the commands are missing.
+  command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+  command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+if [ "${1:-}" != "--runtime" ] && [ -f tests/node/package-lock.json ]; then
+  # Node's gRPC client for the cross-language integration test.
+  if [ ! -d tests/node/node_modules/@grpc/grpc-js ]; then
+    npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+  fi
+fi
+echo "setup: done"

@@ -1,0 +1,100 @@
+// The gRPC AttentionService (callback API): thin handlers that validate a
+// request, hand it to the Batcher and answer from its completion callback.
+//
+//   Batcher batcher(Batcher::Options{.threads = 4});
+//   AttentionServiceImpl service(repository, &batcher, ValidationLimits{});
+//   grpc::ServerBuilder builder;
+//   builder.RegisterService(&service);
+//
+// Compute never runs on a gRPC thread: Attend validates (decodes the tensors)
+// on the gRPC thread, submits, and returns; the executor thread fills the
+// response and calls Finish. AttendStream answers each request in order, with
+// its request_id; a failing request yields a response whose `error` is set,
+// and the stream goes on until the client half-closes.
+//
+// Thread-safety: all methods may be called concurrently by gRPC. The service
+// holds no mutable state of its own; per-call state lives in reactors.
+#ifndef ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
+#define ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "attn/v1/attention.grpc.pb.h"
+#include "attn/v1/attention.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "server/batcher.h"
+#include "server/model_repository.h"
+#include "server/request_validation.h"
+
+namespace attn::server {
+
+// The one place absl::Status becomes grpc::Status (the code numbers are the
+// same, so it is a cast).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// Fills `info` from `model` (ListModels / GetModel).
+void FillModelInfo(const Model& model, v1::ModelInfo* info);
+
+class AttentionServiceImpl final
+    : public v1::AttentionService::CallbackService {
+ public:
+  // `repository` is shared; `batcher` is not owned and must outlive every
+  // call (stop the grpc::Server before the Batcher).
+  // REQUIRES: repository != nullptr, batcher != nullptr.
+  AttentionServiceImpl(std::shared_ptr<const ModelRepository> repository,
+                       Batcher* batcher, const ValidationLimits& limits);
+
+  grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* context,
+                                   const v1::AttendRequest* request,
+                                   v1::AttendResponse* response) override;
+
+  grpc::ServerBidiReactor<v1::AttendRequest, v1::AttendStreamResponse>*
+  AttendStream(grpc::CallbackServerContext* context) override;
+
+  grpc::ServerUnaryReactor* ListModels(
+      grpc::CallbackServerContext* context,
+      const v1::ListModelsRequest* request,
+      v1::ListModelsResponse* response) override;
+
+  grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* context,
+                                     const v1::GetModelRequest* request,
+                                     v1::ModelInfo* response) override;
+
+  // Implementation details follow. API users need not read.
+
+  // How to turn an AttentionResult into an AttendResponse.
+  struct ResponseSpec {
+    v1::DataType dtype = v1::FLOAT32;
+    bool has_batch_dim = true;
+    int64_t batch = 1;
+    int64_t q_len = 0;
+    int64_t kv_len = 0;
+    int64_t d_model = 0;
+    int64_t num_heads = 0;
+    std::string model;
+    int64_t version = 0;
+    std::string request_id;
+  };
+
+  // Resolves the model, validates `request` into `task` (all but `done` and
+  // `cancelled`) and `spec`. Errors: INVALID_ARGUMENT, NOT_FOUND.
+  absl::Status Prepare(const grpc::CallbackServerContext& context,
+                       const v1::AttendRequest& request, BatchTask* task,
+                       ResponseSpec* spec) const;
+
+  // Encodes `result` into `response` per `spec`.
+  static void FillResponse(const ResponseSpec& spec, AttentionResult result,
+                           v1::AttendResponse* response);
+
+  Batcher* batcher() const { return batcher_; }
+
+ private:
+  const std::shared_ptr<const ModelRepository> repository_;
+  Batcher* const batcher_;
+  const ValidationLimits limits_;
+};
+
+}  // namespace attn::server
+
+#endif  // ATTNSERVE_SERVER_ATTENTION_SERVICE_H_

@@ -1,0 +1,18 @@
+#include "server/clock.h"
+
+namespace attn::server {
+namespace {
+
+class RealClock final : public Clock {
+ public:
+  absl::Time Now() const override { return absl::Now(); }
+};
+
+}  // namespace
+
+Clock* Clock::Real() {
+  static RealClock* const clock = new RealClock();
+  return clock;
+}
+
+}  // namespace attn::server

@@ -1,0 +1,133 @@
+// attn_server: serves multi-head attention models over gRPC.
+//
+//   attn_server --port 50051 --model_repository /models --threads 8
+//
+// With no --model_repository it serves the built-in "demo" model. Once ready
+// it prints exactly one line to stdout, "attn_server listening on HOST:PORT"
+// (the bound port, useful with --port 0), and one line per loaded model to
+// stderr. SIGINT/SIGTERM shut it down gracefully (exit 0): health turns
+// NOT_SERVING, new calls are refused, in-flight calls finish.
+//
+// Signals are blocked in every thread (the mask is set before any thread is
+// created, and threads inherit it) and taken synchronously with sigwait() by
+// the main thread, so no gRPC call ever runs in a signal handler.
+#include <pthread.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+#include "server/model_repository.h"
+#include "server/server_builder.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0",
+          "Address to listen on (0.0.0.0 = all IPv4 interfaces).");
+ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks any free port.");
+ABSL_FLAG(std::string, model_repository, "",
+          "Model repository directory (<name>/config.json, "
+          "<name>/<version>/model.safetensors). Empty: the built-in demo "
+          "model.");
+ABSL_FLAG(int, threads,
+          static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
+          "Threads for each kernel call (one kernel call runs at a time). "
+          "Default: the hardware concurrency.");
+
+namespace {
+
+// How long in-flight calls may run after SIGINT/SIGTERM before they are
+// cancelled.
+constexpr absl::Duration kShutdownGrace = absl::Seconds(30);
+
+int Run() {
+  using attn::server::AttentionServer;
+  using attn::server::ModelRepository;
+
+  const int port = absl::GetFlag(FLAGS_port);
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (port < 0 || port > 65535) {
+    std::cerr << "attn_server: --port is " << port
+              << "; expected 0 (any free port) to 65535\n";
+    return 1;
+  }
+  if (threads < 1) {
+    std::cerr << "attn_server: --threads is " << threads
+              << "; expected at least 1\n";
+    return 1;
+  }
+
+  const std::string root = absl::GetFlag(FLAGS_model_repository);
+  absl::StatusOr<std::unique_ptr<ModelRepository>> repository =
+      root.empty() ? ModelRepository::CreateDemo()
+                   : ModelRepository::LoadFromDirectory(root);
+  if (!repository.ok()) {
+    std::cerr << "attn_server: failed to load "
+              << (root.empty() ? std::string("the demo model")
+                               : "model repository " + root)
+              << ": " << repository.status() << "\n";
+    return 1;
+  }
+  std::shared_ptr<const ModelRepository> models = std::move(*repository);
+  for (const auto& model : models->List()) {
+    std::cerr << "attn_server: loaded model '" << model->name << "' version "
+              << model->version << " (d_model " << model->attention.d_model
+              << ", " << model->attention.num_heads << " heads, "
+              << model->attention.num_kv_heads << " kv heads, "
+              << model->config.compute_dtype << ") from " << model->source
+              << "\n";
+  }
+
+  attn::server::ServerOptions options;
+  options.host = absl::GetFlag(FLAGS_host);
+  options.port = port;
+  options.threads = threads;
+  absl::StatusOr<std::unique_ptr<AttentionServer>> server =
+      AttentionServer::Start(options, models);
+  if (!server.ok()) {
+    std::cerr << "attn_server: " << server.status() << "\n";
+    return 1;
+  }
+  std::cout << "attn_server listening on " << (*server)->host() << ":"
+            << (*server)->port() << std::endl;
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int signal_number = 0;
+  while (sigwait(&signals, &signal_number) != 0) {
+  }
+  std::cerr << "attn_server: received "
+            << (signal_number == SIGINT ? "SIGINT" : "SIGTERM")
+            << ", shutting down (in-flight calls may take up to "
+            << absl::FormatDuration(kShutdownGrace) << ")\n";
+  (*server)->Shutdown(kShutdownGrace);
+  std::cerr << "attn_server: stopped\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block SIGINT/SIGTERM before any thread exists, so that every thread
+  // (gRPC, executor, OpenMP) inherits the mask and only sigwait() sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::SetProgramUsageMessage(
+      "Serves multi-head attention models over gRPC.\n"
+      "  attn_server [--host 0.0.0.0] [--port 50051] "
+      "[--model_repository DIR] [--threads N]");
+  absl::ParseCommandLine(argc, argv);
+  return Run();
+}

@@ -1,0 +1,239 @@
+#include "server/model_config.h"
+
+#include <cmath>
+#include <limits>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace attn::server {
+namespace {
+
+using Json = nlohmann::json;
+
+// Reads the fields of one JSON object, reporting errors as INVALID_ARGUMENT
+// "<path>: <key path>: <problem>". Every key read is remembered so that
+// unknown keys can be reported afterwards.
+class ObjectReader {
+ public:
+  ObjectReader(const Json& object, const std::string& path,
+               std::string key_prefix)
+      : object_(object), path_(path), prefix_(std::move(key_prefix)) {}
+
+  absl::Status Error(const std::string& key, const std::string& problem) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path_, ": '", prefix_, key, "' ", problem));
+  }
+
+  // Integer field >= `min`; left unchanged when absent.
+  absl::Status Int(const char* key, int64_t min, int64_t* out) {
+    const Json* v = Get(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_number_integer()) {
+      return Error(key, absl::StrCat("must be an integer, got ", Show(*v)));
+    }
+    if (v->is_number_unsigned() &&
+        v->get<uint64_t>() >
+            static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return Error(key, absl::StrCat("is too large: ", Show(*v)));
+    }
+    const int64_t value = v->get<int64_t>();
+    if (value < min) {
+      return Error(key, absl::StrCat("must be >= ", min, ", got ", value));
+    }
+    *out = value;
+    return absl::OkStatus();
+  }
+
+  absl::Status Bool(const char* key, bool* out) {
+    const Json* v = Get(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_boolean()) {
+      return Error(key, absl::StrCat("must be true or false, got ", Show(*v)));
+    }
+    *out = v->get<bool>();
+    return absl::OkStatus();
+  }
+
+  // Finite number > 0.
+  absl::Status PositiveFloat(const char* key, float* out) {
+    const Json* v = Get(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_number()) {
+      return Error(key, absl::StrCat("must be a number, got ", Show(*v)));
+    }
+    const double value = v->get<double>();
+    if (!std::isfinite(value) || value <= 0 ||
+        value > std::numeric_limits<float>::max()) {
+      return Error(key,
+                   absl::StrCat("must be a finite number > 0, got ", Show(*v)));
+    }
+    *out = static_cast<float>(value);
+    return absl::OkStatus();
+  }
+
+  absl::Status String(const char* key, std::string* out) {
+    const Json* v = Get(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_string()) {
+      return Error(key, absl::StrCat("must be a string, got ", Show(*v)));
+    }
+    *out = v->get<std::string>();
+    return absl::OkStatus();
+  }
+
+  // The object under `key`, or nullptr (absent). Errors if not an object.
+  absl::StatusOr<const Json*> Object(const char* key) {
+    const Json* v = Get(key);
+    if (v != nullptr && !v->is_object()) {
+      return Error(key, absl::StrCat("must be an object, got ", Show(*v)));
+    }
+    return v;
+  }
+
+  // INVALID_ARGUMENT naming the first key that was never read.
+  absl::Status CheckNoUnknownKeys(const char* known) const {
+    for (const auto& [key, value] : object_.items()) {
+      if (seen_.count(key) == 0) {
+        return Error(
+            key, absl::StrCat("is not a known key (known keys: ", known, ")"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  // Never dumps nested values (Json::dump() recurses).
+  static std::string Show(const Json& v) {
+    if (v.is_object()) return "an object";
+    if (v.is_array()) return "an array";
+    std::string s = v.dump(-1, ' ', false, Json::error_handler_t::replace);
+    if (s.size() > 60) s = s.substr(0, 57) + "...";
+    return s;
+  }
+
+  const Json* Get(const char* key) {
+    seen_.insert(key);
+    auto it = object_.find(key);
+    return it == object_.end() ? nullptr : &*it;
+  }
+
+  const Json& object_;
+  const std::string& path_;
+  std::string prefix_;
+  std::set<std::string> seen_;
+};
+
+absl::Status ParseBatching(const Json& object, const std::string& path,
+                           BatchingOptions* out) {
+  ObjectReader r(object, path, "batching.");
+  ATTN_RETURN_IF_ERROR(r.Int("max_batch_tokens", 1, &out->max_batch_tokens));
+  ATTN_RETURN_IF_ERROR(
+      r.Int("max_batch_requests", 1, &out->max_batch_requests));
+  ATTN_RETURN_IF_ERROR(
+      r.Int("max_queue_delay_us", 0, &out->max_queue_delay_us));
+  ATTN_RETURN_IF_ERROR(r.Int("max_queue_size", 1, &out->max_queue_size));
+  ATTN_RETURN_IF_ERROR(
+      r.Int("default_timeout_us", 0, &out->default_timeout_us));
+  return r.CheckNoUnknownKeys(
+      "max_batch_tokens, max_batch_requests, max_queue_delay_us, "
+      "max_queue_size, default_timeout_us");
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
+                                             const std::string& path) {
+  const Json root = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  }
+  if (!root.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": must be a JSON object"));
+  }
+  ModelConfig config;
+  ObjectReader r(root, path, "");
+  if (!root.contains("num_heads")) {
+    return r.Error("num_heads", "is required (number of attention heads)");
+  }
+  ATTN_RETURN_IF_ERROR(r.Int("num_heads", 1, &config.num_heads));
+  ATTN_RETURN_IF_ERROR(r.Int("num_kv_heads", 1, &config.num_kv_heads));
+  ATTN_RETURN_IF_ERROR(r.Int("head_dim", 1, &config.head_dim));
+  ATTN_RETURN_IF_ERROR(r.Bool("causal", &config.causal));
+  ATTN_RETURN_IF_ERROR(r.String("compute_dtype", &config.compute_dtype));
+  ATTN_RETURN_IF_ERROR(r.PositiveFloat("scale", &config.scale));
+  ATTN_RETURN_IF_ERROR(
+      r.Int("max_sequence_length", 1, &config.max_sequence_length));
+  absl::StatusOr<const Json*> batching = r.Object("batching");
+  if (!batching.ok()) return batching.status();
+  if (*batching != nullptr) {
+    ATTN_RETURN_IF_ERROR(ParseBatching(**batching, path, &config.batching));
+  }
+  ATTN_RETURN_IF_ERROR(r.CheckNoUnknownKeys(
+      "num_heads, num_kv_heads, head_dim, causal, compute_dtype, scale, "
+      "max_sequence_length, batching"));
+
+  if (config.compute_dtype != "float32" && config.compute_dtype != "bfloat16") {
+    return r.Error("compute_dtype",
+                   absl::StrCat("must be \"float32\" or \"bfloat16\", got \"",
+                                config.compute_dtype, "\""));
+  }
+  if (config.num_kv_heads != 0 && config.num_heads % config.num_kv_heads != 0) {
+    return r.Error("num_kv_heads", absl::StrCat("(", config.num_kv_heads,
+                                                ") must divide num_heads (",
+                                                config.num_heads, ")"));
+  }
+  return config;
+}
+
+absl::StatusOr<kernels::AttentionConfig> ResolveAttentionConfig(
+    const ModelConfig& config, int64_t d_model) {
+  if (d_model <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("d_model must be > 0, got ", d_model));
+  }
+  if (config.num_heads <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_heads must be > 0, got ", config.num_heads));
+  }
+  kernels::AttentionConfig out;
+  out.d_model = d_model;
+  out.num_heads = config.num_heads;
+  out.num_kv_heads =
+      config.num_kv_heads == 0 ? config.num_heads : config.num_kv_heads;
+  if (out.num_kv_heads <= 0 || out.num_heads % out.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_kv_heads (", out.num_kv_heads,
+                     ") must divide num_heads (", out.num_heads, ")"));
+  }
+  if (config.head_dim > 0) {
+    out.head_dim = config.head_dim;
+  } else {
+    if (d_model % config.num_heads != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "num_heads (", config.num_heads, ") must divide d_model (", d_model,
+          ") unless head_dim is given"));
+    }
+    out.head_dim = d_model / config.num_heads;
+  }
+  out.scale = config.scale > 0
+                  ? config.scale
+                  : static_cast<float>(
+                        1.0 / std::sqrt(static_cast<double>(out.head_dim)));
+  if (config.compute_dtype == "float32") {
+    out.compute_dtype = kernels::ComputeDType::kFloat32;
+  } else if (config.compute_dtype == "bfloat16") {
+    out.compute_dtype = kernels::ComputeDType::kBFloat16;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "compute_dtype must be \"float32\" or \"bfloat16\", got \"",
+        config.compute_dtype, "\""));
+  }
+  return out;
+}
+
+}  // namespace attn::server

@@ -1,0 +1,68 @@
+// config.json of one model in the repository: parsing and validation.
+//
+// Example:
+//   {"num_heads": 8, "num_kv_heads": 2, "causal": false,
+//    "compute_dtype": "float32", "max_sequence_length": 4096,
+//    "batching": {"max_batch_tokens": 4096, "max_queue_delay_us": 500}}
+//
+// Unknown keys (at any level) are an error, so that a typo never silently
+// falls back to a default.
+#ifndef ATTNSERVE_SERVER_MODEL_CONFIG_H_
+#define ATTNSERVE_SERVER_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/attention.h"
+
+namespace attn::server {
+
+// Dynamic batching options of one model (config.json → "batching").
+struct BatchingOptions {
+  // Most tokens (sum of B·Sq over the requests) in one kernel call. Default:
+  // 4096, enough to amortise the weights of a d_model 1024 layer while a
+  // batch still fits in L3.
+  int64_t max_batch_tokens = 4096;
+  // Most requests merged into one kernel call. Default: 64. 1 turns merging
+  // off.
+  int64_t max_batch_requests = 64;
+  // How long the first request of a batch may wait for others when the
+  // executor is busy. Default: 500 µs, small against a gRPC round trip. 0
+  // never waits.
+  int64_t max_queue_delay_us = 500;
+  // Requests waiting per model; past it Attend answers UNAVAILABLE
+  // (retryable). Default: 1024.
+  int64_t max_queue_size = 1024;
+  // A request still queued after this long answers DEADLINE_EXCEEDED and is
+  // never computed. 0: only the client's deadline applies. Default: 0.
+  int64_t default_timeout_us = 0;
+};
+
+// Parsed config.json. Fields the file leaves out keep the defaults below;
+// fields that depend on d_model (known only from the checkpoint) stay 0 here
+// and are resolved by ResolveAttentionConfig().
+struct ModelConfig {
+  int64_t num_heads = 0;     // required
+  int64_t num_kv_heads = 0;  // 0: num_heads
+  int64_t head_dim = 0;      // 0: d_model / num_heads
+  bool causal = false;       // default for requests that do not say
+  std::string compute_dtype = "float32";  // "float32" | "bfloat16"
+  float scale = 0.0f;                     // 0: 1/sqrt(head_dim)
+  int64_t max_sequence_length = 8192;     // longest Sq or Sk accepted
+  BatchingOptions batching;
+};
+
+// Parses and validates config.json text. `path` is only used in messages.
+// Errors: INVALID_ARGUMENT naming the file and the key.
+absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
+                                             const std::string& path);
+
+// Combines the config with the d_model found in the checkpoint.
+// Errors: INVALID_ARGUMENT (e.g. num_heads does not divide d_model).
+absl::StatusOr<kernels::AttentionConfig> ResolveAttentionConfig(
+    const ModelConfig& config, int64_t d_model);
+
+}  // namespace attn::server
+
+#endif  // ATTNSERVE_SERVER_MODEL_CONFIG_H_

@@ -1,0 +1,111 @@
+#include "server/server_builder.h"
+
+#include <limits>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+
+namespace attn::server {
+namespace {
+
+std::string ListenAddress(const std::string& host, int port) {
+  if (absl::StrContains(host, ':') && !absl::StartsWith(host, "[")) {
+    return absl::StrCat("[", host, "]:", port);  // IPv6 literal
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
+    const ServerOptions& options,
+    std::shared_ptr<const ModelRepository> repository) {
+  if (repository == nullptr) {
+    return absl::InvalidArgumentError("AttentionServer: no model repository");
+  }
+  if (options.port < 0 || options.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "port is ", options.port, "; expected 0 (any free port) to 65535"));
+  }
+  if (options.host.empty()) {
+    return absl::InvalidArgumentError(
+        "host is empty; use e.g. 0.0.0.0 (all interfaces) or 127.0.0.1");
+  }
+  if (options.max_message_bytes < 1 ||
+      options.max_message_bytes > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_message_bytes is ", options.max_message_bytes,
+                     "; expected 1 to ", std::numeric_limits<int32_t>::max()));
+  }
+  if (options.threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads is ", options.threads,
+                     "; expected >= 1, or 0 for the hardware concurrency"));
+  }
+  int threads = options.threads;
+  if (threads == 0) {
+    threads = std::max(1u, std::thread::hardware_concurrency());
+  }
+
+  std::unique_ptr<AttentionServer> server(new AttentionServer());
+  server->host_ = options.host;
+  server->repository_ = std::move(repository);
+  Batcher::Options batcher_options;
+  batcher_options.threads = threads;
+  batcher_options.clock = options.clock;
+  server->batcher_ = std::make_unique<Batcher>(batcher_options);
+  ValidationLimits limits;
+  limits.max_message_bytes = options.max_message_bytes;
+  server->service_ = std::make_unique<AttentionServiceImpl>(
+      server->repository_, server->batcher_.get(), limits);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = ListenAddress(options.host, options.port);
+  int bound_port = 0;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
+                           &bound_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || bound_port == 0) {
+    server->batcher_->Shutdown();
+    return absl::UnavailableError(
+        absl::StrCat("could not listen on ", address,
+                     " (address in use, or not an address of this machine?)"));
+  }
+  server->port_ = bound_port;
+  grpc::HealthCheckServiceInterface* health =
+      server->server_->GetHealthCheckService();
+  if (health != nullptr) {
+    health->SetServingStatus(kAttentionServiceName, true);
+    health->SetServingStatus("", true);
+  }
+  return server;
+}
+
+AttentionServer::~AttentionServer() { Shutdown(absl::ZeroDuration()); }
+
+void AttentionServer::Shutdown(absl::Duration grace) {
+  absl::MutexLock lock(&shutdown_mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_ != nullptr) {
+    grpc::HealthCheckServiceInterface* health =
+        server_->GetHealthCheckService();
+    if (health != nullptr) health->SetServingStatus(false);
+    // Refuses new calls, waits for in-flight ones (their tasks still run on
+    // the batcher) until the deadline, then cancels the rest.
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+    server_->Wait();
+  }
+  if (batcher_ != nullptr) batcher_->Shutdown();
+}
+
+}  // namespace attn::server

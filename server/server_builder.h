@@ -1,0 +1,100 @@
+// Builds and runs the gRPC server: AttentionService, grpc.health.v1.Health
+// and server reflection, over one shared Batcher.
+//
+//   ServerOptions options;
+//   options.port = 0;  // any free port
+//   auto server = AttentionServer::Start(options, std::move(repository));
+//   if (!server.ok()) ...;
+//   std::cout << "listening on " << (*server)->port();
+//   ...
+//   (*server)->Shutdown(absl::Seconds(30));
+#ifndef ATTNSERVE_SERVER_SERVER_BUILDER_H_
+#define ATTNSERVE_SERVER_SERVER_BUILDER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "server/attention_service.h"
+#include "server/batcher.h"
+#include "server/clock.h"
+#include "server/model_repository.h"
+
+namespace attn::server {
+
+struct ServerOptions {
+  // Address to bind. Default: "0.0.0.0" (all IPv4 interfaces). An IPv6
+  // literal may be given with or without brackets.
+  std::string host = "0.0.0.0";
+  // Port to bind; 0 picks a free port (see AttentionServer::port()).
+  // Default: 0. REQUIRES: 0 <= port <= 65535.
+  int port = 0;
+  // OpenMP threads per kernel call (the executor is one thread). 0 means
+  // std::thread::hardware_concurrency(). Default: 0.
+  int threads = 0;
+  // Largest request and response message, bytes. Larger requests are
+  // RESOURCE_EXHAUSTED (by gRPC); responses that would be larger are
+  // INVALID_ARGUMENT before compute. Default: 256 MiB (a [8, 8192, 1024]
+  // fp32 query is 256 MiB). REQUIRES: 1 <= value <= INT32_MAX.
+  int64_t max_message_bytes = int64_t{256} << 20;
+  // Time source for the batcher. Not owned. Default (nullptr): real clock.
+  Clock* clock = nullptr;
+};
+
+// A running server. Thread-safe: Shutdown() may be called from any thread,
+// more than once.
+class AttentionServer {
+ public:
+  // Builds and starts the server. Errors: INVALID_ARGUMENT for bad options;
+  // UNAVAILABLE if the address cannot be bound (message names it).
+  // REQUIRES: repository != nullptr.
+  static absl::StatusOr<std::unique_ptr<AttentionServer>> Start(
+      const ServerOptions& options,
+      std::shared_ptr<const ModelRepository> repository);
+
+  // Shuts down with no grace period if Shutdown() was not called.
+  ~AttentionServer();
+
+  AttentionServer(const AttentionServer&) = delete;
+  AttentionServer& operator=(const AttentionServer&) = delete;
+
+  // The bound port (the chosen one when options.port was 0).
+  int port() const { return port_; }
+  // The host as given in the options.
+  const std::string& host() const { return host_; }
+
+  // Attend requests accepted by the executor and not yet completed.
+  int64_t InFlightTasks() const { return batcher_->InFlightTasks(); }
+
+  // Graceful shutdown: health turns NOT_SERVING, new calls are refused,
+  // in-flight calls may finish until `grace` has passed (then they are
+  // cancelled), then the batcher drains and its thread is joined. Blocks
+  // until done. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+  // Implementation details follow. API users need not read.
+ private:
+  AttentionServer() = default;
+
+  std::string host_;
+  int port_ = 0;
+  std::shared_ptr<const ModelRepository> repository_;
+  // Destroyed in reverse order: server, then service, then batcher.
+  std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<AttentionServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+
+  absl::Mutex shutdown_mu_;
+  bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+};
+
+// The service name the health service reports (besides "").
+inline constexpr char kAttentionServiceName[] = "attn.v1.AttentionService";
+
+}  // namespace attn::server
+
+#endif  // ATTNSERVE_SERVER_SERVER_BUILDER_H_

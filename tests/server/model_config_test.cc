@@ -1,0 +1,170 @@
+#include "server/model_config.h"
+
+#include <cmath>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace attn::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kPath[] = "/repo/m/config.json";
+
+void ExpectInvalid(const std::string& json,
+                   const std::vector<std::string>& needles) {
+  absl::StatusOr<ModelConfig> config = ParseModelConfig(json, kPath);
+  ASSERT_FALSE(config.ok()) << json;
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string message(config.status().message());
+  EXPECT_THAT(message, HasSubstr(kPath));
+  for (const std::string& n : needles) EXPECT_THAT(message, HasSubstr(n));
+}
+
+TEST(ParseModelConfig, ReadsEveryKey) {
+  absl::StatusOr<ModelConfig> c = ParseModelConfig(
+      R"({"num_heads": 8, "num_kv_heads": 2, "head_dim": 32, "causal": true,
+          "compute_dtype": "bfloat16", "scale": 0.125,
+          "max_sequence_length": 2048,
+          "batching": {"max_batch_tokens": 1000, "max_batch_requests": 1,
+                       "max_queue_delay_us": 0, "max_queue_size": 7,
+                       "default_timeout_us": 5000}})",
+      kPath);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->num_heads, 8);
+  EXPECT_EQ(c->num_kv_heads, 2);
+  EXPECT_EQ(c->head_dim, 32);
+  EXPECT_TRUE(c->causal);
+  EXPECT_EQ(c->compute_dtype, "bfloat16");
+  EXPECT_EQ(c->scale, 0.125f);
+  EXPECT_EQ(c->max_sequence_length, 2048);
+  EXPECT_EQ(c->batching.max_batch_tokens, 1000);
+  EXPECT_EQ(c->batching.max_batch_requests, 1);
+  EXPECT_EQ(c->batching.max_queue_delay_us, 0);
+  EXPECT_EQ(c->batching.max_queue_size, 7);
+  EXPECT_EQ(c->batching.default_timeout_us, 5000);
+}
+
+TEST(ParseModelConfig, KeepsDefaultsForMissingKeys) {
+  absl::StatusOr<ModelConfig> c =
+      ParseModelConfig(R"({"num_heads": 4, "batching": {}})", kPath);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const ModelConfig defaults;
+  EXPECT_EQ(c->num_heads, 4);
+  EXPECT_EQ(c->num_kv_heads, defaults.num_kv_heads);
+  EXPECT_EQ(c->head_dim, defaults.head_dim);
+  EXPECT_EQ(c->causal, defaults.causal);
+  EXPECT_EQ(c->compute_dtype, defaults.compute_dtype);
+  EXPECT_EQ(c->scale, defaults.scale);
+  EXPECT_EQ(c->max_sequence_length, defaults.max_sequence_length);
+  EXPECT_EQ(c->batching.max_batch_tokens, defaults.batching.max_batch_tokens);
+  EXPECT_EQ(c->batching.max_queue_size, defaults.batching.max_queue_size);
+}
+
+TEST(ParseModelConfig, RejectsSyntaxAndShape) {
+  ExpectInvalid("{\"num_heads\": 4", {"not valid JSON"});
+  ExpectInvalid("[4]", {"must be a JSON object"});
+  ExpectInvalid("{}", {"'num_heads' is required"});
+}
+
+TEST(ParseModelConfig, RejectsUnknownKeys) {
+  ExpectInvalid(R"({"num_heads": 4, "num_head": 4})",
+                {"'num_head' is not a known key", "num_heads"});
+  ExpectInvalid(
+      R"({"num_heads": 4, "batching": {"max_batch_size": 8}})",
+      {"'batching.max_batch_size' is not a known key", "max_batch_tokens"});
+}
+
+TEST(ParseModelConfig, RejectsWrongTypes) {
+  ExpectInvalid(R"({"num_heads": "8"})", {"'num_heads' must be an integer"});
+  ExpectInvalid(R"({"num_heads": 8.5})", {"'num_heads' must be an integer"});
+  ExpectInvalid(R"({"num_heads": true})", {"'num_heads' must be an integer"});
+  ExpectInvalid(R"({"num_heads": 8, "causal": 1})",
+                {"'causal' must be true or false"});
+  ExpectInvalid(R"({"num_heads": 8, "scale": "0.1"})",
+                {"'scale' must be a number"});
+  ExpectInvalid(R"({"num_heads": 8, "compute_dtype": 16})",
+                {"'compute_dtype' must be a string"});
+  ExpectInvalid(R"({"num_heads": 8, "batching": []})",
+                {"'batching' must be an object"});
+  ExpectInvalid(R"({"num_heads": 8, "batching": {"max_queue_size": 1.5}})",
+                {"'batching.max_queue_size' must be an integer"});
+}
+
+TEST(ParseModelConfig, RejectsDeeplyNestedValueWithoutRecursing) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  ExpectInvalid(
+      R"({"num_heads": 1, "batching": {"max_batch_tokens": )" + deep + "}}",
+      {"'batching.max_batch_tokens' must be an integer, got an "
+       "array"});
+}
+
+TEST(ParseModelConfig, RejectsOutOfRangeValues) {
+  ExpectInvalid(R"({"num_heads": 0})", {"'num_heads' must be >= 1, got 0"});
+  ExpectInvalid(R"({"num_heads": 8, "scale": 0})",
+                {"'scale' must be a finite number > 0"});
+  ExpectInvalid(R"({"num_heads": 8, "scale": -1.0})",
+                {"'scale' must be a finite number > 0"});
+  ExpectInvalid(R"({"num_heads": 8, "max_sequence_length": 0})",
+                {"'max_sequence_length' must be >= 1"});
+  ExpectInvalid(R"({"num_heads": 8, "batching": {"max_queue_delay_us": -1}})",
+                {"'batching.max_queue_delay_us' must be >= 0, got -1"});
+  ExpectInvalid(R"({"num_heads": 8, "batching": {"max_batch_tokens": 0}})",
+                {"'batching.max_batch_tokens' must be >= 1"});
+  ExpectInvalid(R"({"num_heads": 9223372036854775808})", {"too large"});
+}
+
+TEST(ParseModelConfig, RejectsBadComputeDType) {
+  ExpectInvalid(R"({"num_heads": 8, "compute_dtype": "float16"})",
+                {"'compute_dtype'", "\"float16\"", "bfloat16"});
+}
+
+TEST(ParseModelConfig, RejectsKvHeadsNotDividingHeads) {
+  ExpectInvalid(R"({"num_heads": 8, "num_kv_heads": 3})",
+                {"'num_kv_heads'", "(3) must divide num_heads (8)"});
+}
+
+TEST(ResolveAttentionConfig, FillsDefaults) {
+  ModelConfig c;
+  c.num_heads = 4;
+  absl::StatusOr<kernels::AttentionConfig> a = ResolveAttentionConfig(c, 256);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->d_model, 256);
+  EXPECT_EQ(a->num_heads, 4);
+  EXPECT_EQ(a->num_kv_heads, 4);
+  EXPECT_EQ(a->head_dim, 64);
+  EXPECT_FLOAT_EQ(a->scale, 1.0f / std::sqrt(64.0f));
+  EXPECT_EQ(a->compute_dtype, kernels::ComputeDType::kFloat32);
+}
+
+TEST(ResolveAttentionConfig, KeepsExplicitValues) {
+  ModelConfig c;
+  c.num_heads = 6;  // does not divide 256, but head_dim is explicit
+  c.num_kv_heads = 2;
+  c.head_dim = 32;
+  c.scale = 0.5f;
+  c.compute_dtype = "bfloat16";
+  absl::StatusOr<kernels::AttentionConfig> a = ResolveAttentionConfig(c, 256);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->num_kv_heads, 2);
+  EXPECT_EQ(a->head_dim, 32);
+  EXPECT_EQ(a->scale, 0.5f);
+  EXPECT_EQ(a->compute_dtype, kernels::ComputeDType::kBFloat16);
+}
+
+TEST(ResolveAttentionConfig, RejectsHeadsNotDividingDModel) {
+  ModelConfig c;
+  c.num_heads = 3;
+  absl::StatusOr<kernels::AttentionConfig> a = ResolveAttentionConfig(c, 256);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(a.status().message()),
+              HasSubstr("num_heads (3) must divide d_model (256)"));
+  EXPECT_EQ(ResolveAttentionConfig(c, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace attn::server
