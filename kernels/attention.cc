@@ -288,4 +288,22 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
       *std::move(o_proj)));
 }
 
+absl::Status MultiHeadAttention::ForwardBatch(
+    absl::Span<const AttentionInput> inputs,
+    absl::Span<const AttentionOutput> outputs) const {
+  if (inputs.size() != outputs.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ForwardBatch got ", inputs.size(), " inputs and ",
+                     outputs.size(), " outputs"));
+  }
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    absl::Status s = Forward(inputs[i], outputs[i]);
+    if (!s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat("batch item ", i, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace attn::kernels

@@ -25,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 namespace attn::kernels {
 
@@ -117,6 +118,18 @@ class MultiHeadAttention {
   // inconsistent shapes/pointers; INTERNAL if oneDNN fails.
   virtual absl::Status Forward(const AttentionInput& in,
                                const AttentionOutput& out) const = 0;
+
+  // Computes several independent requests in one call (dynamic batching):
+  // the result for item i is the same as Forward(inputs[i], outputs[i]),
+  // within fp32 rounding. Items may differ in batch, q_len, kv_len, masks and
+  // causality. The default implementation calls Forward() per item;
+  // implementations may run the projections once over all tokens of all
+  // items (ragged, no padding). REQUIRES: inputs.size() == outputs.size().
+  // Errors: as Forward(), naming the item index; nothing is guaranteed
+  // about any output when an error is returned.
+  virtual absl::Status ForwardBatch(
+      absl::Span<const AttentionInput> inputs,
+      absl::Span<const AttentionOutput> outputs) const;
 
   // The resolved configuration (defaults filled in).
   virtual const AttentionConfig& config() const = 0;
