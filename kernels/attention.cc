@@ -1,12 +1,17 @@
 // MultiHeadAttention: validation of config, weights and inputs, and the
-// forward pass: Q/K/V projections over all tokens (internal/linear), the
-// attention core per tile of batch items and heads (internal/attention_core),
-// and the output projection.
+// forward pass shared by Forward and ForwardBatch: one fused QKV projection
+// over the tokens of all self-attention items (internal/linear), the tiled
+// online-softmax core over every sequence at once (internal/flash_core; the
+// materialising internal/attention_core when weights are requested), and
+// one output projection over all tokens.
 #include "kernels/attention.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,8 +20,10 @@
 #include "common/status_macros.h"
 #include "kernels/internal/attention_core.h"
 #include "kernels/internal/dnnl_util.h"
+#include "kernels/internal/flash_core.h"
 #include "kernels/internal/linear.h"
 #include "kernels/internal/masking.h"
+#include "kernels/internal/scratch_arena.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace attn::kernels {
@@ -24,6 +31,8 @@ namespace {
 
 using internal::AttentionCore;
 using internal::Linear;
+using internal::ScratchLayout;
+using internal::ScratchPool;
 
 // Largest dimension accepted; keeps every product below in int64 range.
 constexpr int64_t kMaxDim = int64_t{1} << 24;
@@ -175,73 +184,277 @@ absl::Status CheckInput(const AttentionConfig& c, const AttentionInput& in,
   return absl::OkStatus();
 }
 
+// How one item of a Forward/ForwardBatch call maps onto the shared buffers.
+struct ItemPlan {
+  bool self = false;      // key == value == query: fused QKV projection
+  int64_t q_tokens = 0;   // batch * q_len
+  int64_t kv_tokens = 0;  // batch * kv_len
+  int64_t q_row = 0;      // first row in the context / output buffers
+  int64_t src_row = 0;    // first row in the self or cross query buffer
+  int64_t kv_row = 0;     // first row in the cross key/value buffers
+};
+
 class MultiHeadAttentionImpl final : public MultiHeadAttention {
  public:
   MultiHeadAttentionImpl(const AttentionConfig& config,
                          const dnnl::engine& engine,
+                         std::unique_ptr<Linear> qkv_proj,
                          std::unique_ptr<Linear> q_proj,
                          std::unique_ptr<Linear> k_proj,
                          std::unique_ptr<Linear> v_proj,
                          std::unique_ptr<Linear> o_proj)
       : config_(config),
         engine_(engine),
+        qkv_proj_(std::move(qkv_proj)),
         q_proj_(std::move(q_proj)),
         k_proj_(std::move(k_proj)),
         v_proj_(std::move(v_proj)),
         o_proj_(std::move(o_proj)),
-        core_(engine, config.num_heads, config.num_kv_heads, config.head_dim) {}
+        core_(engine, config.num_heads, config.num_kv_heads, config.head_dim),
+        flash_(config.num_heads, config.num_kv_heads, config.head_dim,
+               config.compute_dtype) {}
 
   absl::Status Forward(const AttentionInput& in,
                        const AttentionOutput& out) const override {
     ATTN_RETURN_IF_ERROR(CheckInput(config_, in, out));
-    const int64_t q_tokens = in.batch * in.q_len;
-    const int64_t kv_tokens = in.batch * in.kv_len;
-    const int64_t q_width = config_.num_heads * config_.head_dim;
-    const int64_t kv_width = config_.num_kv_heads * config_.head_dim;
+    return Run(absl::MakeConstSpan(&in, 1), absl::MakeConstSpan(&out, 1));
+  }
 
-    // Per-call scratch: Forward() is const and re-entrant.
-    std::vector<float> q(static_cast<size_t>(q_tokens * q_width));
-    std::vector<float> k(static_cast<size_t>(kv_tokens * kv_width));
-    std::vector<float> v(static_cast<size_t>(kv_tokens * kv_width));
-    std::vector<float> context(q.size());
-    std::vector<uint8_t> row_masked(static_cast<size_t>(q_tokens));
-
-    ATTN_RETURN_IF_ERROR(q_proj_->Forward(in.query, q_tokens, q.data()));
-    ATTN_RETURN_IF_ERROR(k_proj_->Forward(in.key, kv_tokens, k.data()));
-    ATTN_RETURN_IF_ERROR(v_proj_->Forward(in.value, kv_tokens, v.data()));
-
-    internal::MaskSpec mask;
-    mask.causal = in.causal;
-    mask.key_lengths = in.key_lengths;
-    mask.kind = in.mask_kind;
-    mask.mask = in.mask;
-    mask.per_batch = in.mask_per_batch;
-    ATTN_RETURN_IF_ERROR(core_.Forward(in.batch, in.q_len, in.kv_len, q.data(),
-                                       k.data(), v.data(), mask, context.data(),
-                                       out.weights, row_masked.data()));
-
-    ATTN_RETURN_IF_ERROR(
-        o_proj_->Forward(context.data(), q_tokens, out.output));
-    // A fully masked query row is all zeros (the output bias is not added).
-    for (int64_t t = 0; t < q_tokens; ++t) {
-      if (row_masked[t]) {
-        std::fill(out.output + t * config_.d_model,
-                  out.output + (t + 1) * config_.d_model, 0.0f);
+  absl::Status ForwardBatch(
+      absl::Span<const AttentionInput> inputs,
+      absl::Span<const AttentionOutput> outputs) const override {
+    if (inputs.size() != outputs.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ForwardBatch got ", inputs.size(), " inputs and ",
+                       outputs.size(), " outputs"));
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      absl::Status s = CheckInput(config_, inputs[i], outputs[i]);
+      if (!s.ok()) {
+        return absl::Status(s.code(),
+                            absl::StrCat("batch item ", i, ": ", s.message()));
       }
     }
-    return absl::OkStatus();
+    if (inputs.empty()) return absl::OkStatus();
+    return Run(inputs, outputs);
   }
 
   const AttentionConfig& config() const override { return config_; }
 
  private:
+  // The forward pass over validated items: one fused QKV GEMM over the
+  // tokens of all self-attention items, one Q and one K/V GEMM pair over
+  // the cross-attention items, the attention core per sequence (flash core
+  // for all items at once; the materialising core per item that asks for
+  // weights), one output GEMM over all tokens, then scatter.
+  absl::Status Run(absl::Span<const AttentionInput> inputs,
+                   absl::Span<const AttentionOutput> outputs) const {
+    const AttentionConfig& c = config_;
+    const int64_t d = c.d_model;
+    const int64_t q_width = c.num_heads * c.head_dim;
+    const int64_t kv_width = c.num_kv_heads * c.head_dim;
+    const int64_t qkv_width = q_width + 2 * kv_width;
+    const size_t n = inputs.size();
+
+    // Plan: rows of every item in the shared buffers.
+    std::array<ItemPlan, 1> one_plan;
+    std::vector<ItemPlan> many_plans;
+    if (n > 1) many_plans.resize(n);
+    ItemPlan* plans = n > 1 ? many_plans.data() : one_plan.data();
+    int64_t total_q = 0, self_rows = 0, cross_q = 0, cross_kv = 0;
+    size_t self_items = 0, cross_items = 0;
+    int64_t flash_seqs = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const AttentionInput& in = inputs[i];
+      ItemPlan& p = plans[i];
+      p.self = in.key == in.query && in.value == in.query;
+      p.q_tokens = in.batch * in.q_len;
+      p.kv_tokens = in.batch * in.kv_len;
+      p.q_row = total_q;
+      total_q += p.q_tokens;
+      if (p.self) {
+        p.src_row = self_rows;
+        self_rows += p.q_tokens;
+        ++self_items;
+      } else {
+        p.src_row = cross_q;
+        p.kv_row = cross_kv;
+        cross_q += p.q_tokens;
+        cross_kv += p.kv_tokens;
+        ++cross_items;
+      }
+      if (outputs[i].weights == nullptr) flash_seqs += in.batch;
+    }
+
+    // Scratch: gathered inputs (only when several items share a GEMM),
+    // projections, context, output rows, masks flags, flash sequences.
+    const bool gather_self = self_items > 1;
+    const bool gather_cross = cross_items > 1;
+    const bool direct_out = n == 1;
+    ScratchLayout layout;
+    const size_t xs_at = layout.Add<float>(gather_self ? self_rows * d : 0);
+    const size_t qkv_at = layout.Add<float>(self_rows * qkv_width);
+    const size_t xq_at = layout.Add<float>(gather_cross ? cross_q * d : 0);
+    const size_t xk_at = layout.Add<float>(gather_cross ? cross_kv * d : 0);
+    const size_t xv_at = layout.Add<float>(gather_cross ? cross_kv * d : 0);
+    const size_t cq_at = layout.Add<float>(cross_q * q_width);
+    const size_t ck_at = layout.Add<float>(cross_kv * kv_width);
+    const size_t cv_at = layout.Add<float>(cross_kv * kv_width);
+    const size_t ctx_at = layout.Add<float>(total_q * q_width);
+    const size_t y_at = layout.Add<float>(direct_out ? 0 : total_q * d);
+    const size_t masked_at = layout.Add<uint8_t>(total_q);
+    const size_t seqs_at = layout.Add<internal::FlashSequence>(flash_seqs);
+    ScratchPool::Lease arena = pool_.Acquire();
+    void* base = nullptr;
+    ATTN_RETURN_IF_ERROR(
+        internal::CallDnnl("allocating attention scratch", [&] {
+          base = arena->Reserve(layout.bytes());
+          return absl::OkStatus();
+        }));
+    auto at = [base](size_t offset) {
+      return ScratchLayout::At<float>(base, offset);
+    };
+    float* qkv = at(qkv_at);
+    float* cq = at(cq_at);
+    float* ck = at(ck_at);
+    float* cv = at(cv_at);
+    float* ctx = at(ctx_at);
+    float* y = direct_out ? outputs[0].output : at(y_at);
+    uint8_t* row_masked = ScratchLayout::At<uint8_t>(base, masked_at);
+    internal::FlashSequence* seqs =
+        ScratchLayout::At<internal::FlashSequence>(base, seqs_at);
+
+    // Projections.
+    if (self_items > 0) {
+      const float* xs = nullptr;
+      if (gather_self) {
+        float* dst = at(xs_at);
+        for (size_t i = 0; i < n; ++i) {
+          if (!plans[i].self) continue;
+          std::memcpy(dst + plans[i].src_row * d, inputs[i].query,
+                      sizeof(float) * plans[i].q_tokens * d);
+        }
+        xs = dst;
+      } else {
+        for (size_t i = 0; i < n; ++i) {
+          if (plans[i].self) xs = inputs[i].query;
+        }
+      }
+      ATTN_RETURN_IF_ERROR(qkv_proj_->Forward(xs, self_rows, qkv));
+    }
+    if (cross_items > 0) {
+      const float *xq = nullptr, *xk = nullptr, *xv = nullptr;
+      if (gather_cross) {
+        float* gq = at(xq_at);
+        float* gk = at(xk_at);
+        float* gv = at(xv_at);
+        for (size_t i = 0; i < n; ++i) {
+          const ItemPlan& p = plans[i];
+          if (p.self) continue;
+          std::memcpy(gq + p.src_row * d, inputs[i].query,
+                      sizeof(float) * p.q_tokens * d);
+          std::memcpy(gk + p.kv_row * d, inputs[i].key,
+                      sizeof(float) * p.kv_tokens * d);
+          std::memcpy(gv + p.kv_row * d, inputs[i].value,
+                      sizeof(float) * p.kv_tokens * d);
+        }
+        xq = gq;
+        xk = gk;
+        xv = gv;
+      } else {
+        for (size_t i = 0; i < n; ++i) {
+          if (plans[i].self) continue;
+          xq = inputs[i].query;
+          xk = inputs[i].key;
+          xv = inputs[i].value;
+        }
+      }
+      ATTN_RETURN_IF_ERROR(q_proj_->Forward(xq, cross_q, cq));
+      ATTN_RETURN_IF_ERROR(k_proj_->Forward(xk, cross_kv, ck));
+      ATTN_RETURN_IF_ERROR(v_proj_->Forward(xv, cross_kv, cv));
+    }
+
+    // Attention core.
+    int64_t num_seqs = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const AttentionInput& in = inputs[i];
+      const ItemPlan& p = plans[i];
+      const float* q =
+          p.self ? qkv + p.src_row * qkv_width : cq + p.src_row * q_width;
+      const float* k = p.self ? qkv + p.src_row * qkv_width + q_width
+                              : ck + p.kv_row * kv_width;
+      const float* v = p.self ? k + kv_width : cv + p.kv_row * kv_width;
+      const int64_t q_stride = p.self ? qkv_width : q_width;
+      const int64_t kv_stride = p.self ? qkv_width : kv_width;
+      float* item_ctx = ctx + p.q_row * q_width;
+      uint8_t* item_masked = row_masked + p.q_row;
+      if (outputs[i].weights != nullptr) {
+        internal::MaskSpec mask;
+        mask.causal = in.causal;
+        mask.key_lengths = in.key_lengths;
+        mask.kind = in.mask_kind;
+        mask.mask = in.mask;
+        mask.per_batch = in.mask_per_batch;
+        ATTN_RETURN_IF_ERROR(core_.Forward(
+            in.batch, in.q_len, in.kv_len, q, q_stride, k, v, kv_stride, mask,
+            item_ctx, outputs[i].weights, item_masked));
+        continue;
+      }
+      for (int64_t b = 0; b < in.batch; ++b) {
+        internal::FlashSequence& s =
+            *new (&seqs[num_seqs++]) internal::FlashSequence();
+        s.q = q + b * in.q_len * q_stride;
+        s.k = k + b * in.kv_len * kv_stride;
+        s.v = v + b * in.kv_len * kv_stride;
+        s.q_stride = q_stride;
+        s.kv_stride = kv_stride;
+        s.context = item_ctx + b * in.q_len * q_width;
+        s.q_len = in.q_len;
+        s.kv_len = in.kv_len;
+        s.key_limit = in.key_lengths != nullptr ? in.key_lengths[b] : in.kv_len;
+        s.causal = in.causal;
+        s.mask_kind = in.mask_kind;
+        if (in.mask_kind == MaskKind::kAdditive) {
+          s.mask = static_cast<const float*>(in.mask) +
+                   (in.mask_per_batch ? b * in.q_len * in.kv_len : 0);
+        } else if (in.mask_kind == MaskKind::kBoolean) {
+          s.mask = static_cast<const uint8_t*>(in.mask) +
+                   (in.mask_per_batch ? b * in.q_len * in.kv_len : 0);
+        }
+        s.row_masked = item_masked + b * in.q_len;
+      }
+    }
+    ATTN_RETURN_IF_ERROR(flash_.Forward(absl::MakeConstSpan(seqs, num_seqs)));
+
+    // Output projection over every token, then scatter.
+    ATTN_RETURN_IF_ERROR(o_proj_->Forward(ctx, total_q, y));
+    for (size_t i = 0; i < n; ++i) {
+      const ItemPlan& p = plans[i];
+      float* dst = outputs[i].output;
+      if (!direct_out) {
+        std::memcpy(dst, y + p.q_row * d, sizeof(float) * p.q_tokens * d);
+      }
+      // A fully masked query row is all zeros (the output bias is not
+      // added).
+      for (int64_t t = 0; t < p.q_tokens; ++t) {
+        if (row_masked[p.q_row + t]) {
+          std::fill(dst + t * d, dst + (t + 1) * d, 0.0f);
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
   const AttentionConfig config_;
   dnnl::engine engine_;
-  const std::unique_ptr<Linear> q_proj_;
+  const std::unique_ptr<Linear> qkv_proj_;  // self-attention, fused
+  const std::unique_ptr<Linear> q_proj_;    // cross-attention
   const std::unique_ptr<Linear> k_proj_;
   const std::unique_ptr<Linear> v_proj_;
   const std::unique_ptr<Linear> o_proj_;
-  const AttentionCore core_;
+  const AttentionCore core_;         // materialising; when weights requested
+  const internal::FlashCore flash_;  // tiled online softmax; otherwise
+  mutable ScratchPool pool_;         // per-call buffers
 };
 
 }  // namespace
@@ -269,7 +482,29 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
   const int64_t d = c.d_model;
   const int64_t q_width = c.num_heads * c.head_dim;
   const int64_t kv_width = c.num_kv_heads * c.head_dim;
-  // The attention scale is folded into the Q projection.
+  // Fused self-attention projection: rows [wq * scale; wk; wv], so one GEMM
+  // yields token-major [Q | K | V]. The attention scale is folded into the
+  // Q projection.
+  std::vector<float> w_qkv;
+  w_qkv.reserve(weights.wq.size() + weights.wk.size() + weights.wv.size());
+  for (float w : weights.wq) w_qkv.push_back(w * c.scale);
+  w_qkv.insert(w_qkv.end(), weights.wk.begin(), weights.wk.end());
+  w_qkv.insert(w_qkv.end(), weights.wv.begin(), weights.wv.end());
+  std::vector<float> b_qkv;
+  if (!weights.bq.empty() || !weights.bk.empty() || !weights.bv.empty()) {
+    b_qkv.assign(static_cast<size_t>(q_width + 2 * kv_width), 0.0f);
+    for (size_t i = 0; i < weights.bq.size(); ++i) {
+      b_qkv[i] = weights.bq[i] * c.scale;
+    }
+    std::copy(weights.bk.begin(), weights.bk.end(), b_qkv.begin() + q_width);
+    std::copy(weights.bv.begin(), weights.bv.end(),
+              b_qkv.begin() + q_width + kv_width);
+  }
+  auto qkv_proj = Linear::Create(engine, "fused QKV projection (wq, wk, wv)", d,
+                                 q_width + 2 * kv_width, w_qkv, b_qkv, 1.0f,
+                                 c.compute_dtype);
+  if (!qkv_proj.ok()) return qkv_proj.status();
+  w_qkv = std::vector<float>();
   auto q_proj =
       Linear::Create(engine, "Q projection (wq)", d, q_width, weights.wq,
                      weights.bq, c.scale, c.compute_dtype);
@@ -284,8 +519,8 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
                                weights.wo, weights.bo, 1.0f, c.compute_dtype);
   if (!o_proj.ok()) return o_proj.status();
   return std::unique_ptr<MultiHeadAttention>(new MultiHeadAttentionImpl(
-      c, engine, *std::move(q_proj), *std::move(k_proj), *std::move(v_proj),
-      *std::move(o_proj)));
+      c, engine, *std::move(qkv_proj), *std::move(q_proj), *std::move(k_proj),
+      *std::move(v_proj), *std::move(o_proj)));
 }
 
 absl::Status MultiHeadAttention::ForwardBatch(

@@ -13,11 +13,14 @@ BUILD_PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libdnnl-dev ocl-icd-opencl-dev libabsl-dev nlohmann-json3-dev
+  prometheus-cpp-dev
 )
 TEST_PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf python3-numpy python3-torch
   clang-format
+  chromium  # renders attn_loadgen's HTML report in tests/loadgen
+  prometheus  # prometheus + promtool for the metrics tests (tests/metrics)
 )
 
 pkgs=("${BUILD_PKGS[@]}")

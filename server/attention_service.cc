@@ -33,7 +33,8 @@ class AttendReactor final : public grpc::ServerUnaryReactor {
   AttendReactor(const AttentionServiceImpl* service,
                 grpc::CallbackServerContext* context,
                 const v1::AttendRequest* request, v1::AttendResponse* response)
-      : cancelled_(std::make_shared<CancellationFlag>(false)) {
+      : cancelled_(std::make_shared<CancellationFlag>(false)),
+        metrics_(service->StartRequestMetrics(*request)) {
     BatchTask task;
     AttentionServiceImpl::ResponseSpec spec;
     absl::Status status = service->Prepare(*context, *request, &task, &spec);
@@ -44,11 +45,13 @@ class AttendReactor final : public grpc::ServerUnaryReactor {
         if (s.ok()) {
           AttentionServiceImpl::FillResponse(spec, std::move(result), response);
         }
+        metrics_.Finish(s.code(), /*reached_executor=*/true);
         Finish(ToGrpcStatus(s));  // last use of `this`
       };
       status = service->batcher()->Submit(std::move(task));
       if (status.ok()) return;  // `done` owns the reactor from here on
     }
+    metrics_.Finish(status.code(), /*reached_executor=*/false);
     Finish(ToGrpcStatus(status));
   }
 
@@ -57,6 +60,7 @@ class AttendReactor final : public grpc::ServerUnaryReactor {
 
  private:
   const std::shared_ptr<CancellationFlag> cancelled_;
+  RequestMetrics metrics_;
 };
 
 // AttendStream: reads requests one at a time, submits each, and writes the
@@ -90,13 +94,15 @@ class AttendStreamReactor final : public StreamReactor {
       seq = next_seq_++;
       ++in_flight_;
     }
+    RequestMetrics metrics = service_->StartRequestMetrics(request_);
     BatchTask task;
     AttentionServiceImpl::ResponseSpec spec;
     absl::Status status = service_->Prepare(*context_, request_, &task, &spec);
     if (status.ok()) {
       task.cancelled = cancelled_;
-      task.done = [this, seq, spec = std::move(spec)](absl::Status s,
-                                                      AttentionResult result) {
+      task.done = [this, seq, spec = std::move(spec), metrics](
+                      absl::Status s, AttentionResult result) mutable {
+        metrics.Finish(s.code(), /*reached_executor=*/true);
         v1::AttendStreamResponse response;
         if (s.ok()) {
           AttentionServiceImpl::FillResponse(spec, std::move(result),
@@ -110,6 +116,7 @@ class AttendStreamReactor final : public StreamReactor {
       status = service_->batcher()->Submit(std::move(task));
     }
     if (!status.ok()) {
+      metrics.Finish(status.code(), /*reached_executor=*/false);
       v1::AttendStreamResponse response;
       SetError(status, request_.request_id(), &response);
       Complete(seq, std::move(response));
@@ -247,8 +254,19 @@ void FillModelInfo(const Model& model, v1::ModelInfo* info) {
 
 AttentionServiceImpl::AttentionServiceImpl(
     std::shared_ptr<const ModelRepository> repository, Batcher* batcher,
-    const ValidationLimits& limits)
-    : repository_(std::move(repository)), batcher_(batcher), limits_(limits) {}
+    const ValidationLimits& limits, ServerMetrics* metrics)
+    : repository_(std::move(repository)),
+      batcher_(batcher),
+      limits_(limits),
+      metrics_(metrics) {}
+
+RequestMetrics AttentionServiceImpl::StartRequestMetrics(
+    const v1::AttendRequest& request) const {
+  if (metrics_ == nullptr) return RequestMetrics();
+  RequestMetrics metrics = metrics_->StartRequest();
+  metrics.SetModel(request.model());
+  return metrics;
+}
 
 absl::Status AttentionServiceImpl::Prepare(
     const grpc::CallbackServerContext& context,

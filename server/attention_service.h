@@ -24,6 +24,7 @@
 #include "attn/v1/attention.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "server/batcher.h"
+#include "server/metrics.h"
 #include "server/model_repository.h"
 #include "server/request_validation.h"
 
@@ -40,10 +41,13 @@ class AttentionServiceImpl final
     : public v1::AttentionService::CallbackService {
  public:
   // `repository` is shared; `batcher` is not owned and must outlive every
-  // call (stop the grpc::Server before the Batcher).
+  // call (stop the grpc::Server before the Batcher). `metrics` (optional,
+  // not owned, must outlive every call) counts each Attend request, unary
+  // or streamed, and its latency.
   // REQUIRES: repository != nullptr, batcher != nullptr.
   AttentionServiceImpl(std::shared_ptr<const ModelRepository> repository,
-                       Batcher* batcher, const ValidationLimits& limits);
+                       Batcher* batcher, const ValidationLimits& limits,
+                       ServerMetrics* metrics = nullptr);
 
   grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* context,
                                    const v1::AttendRequest* request,
@@ -89,10 +93,15 @@ class AttentionServiceImpl final
 
   Batcher* batcher() const { return batcher_; }
 
+  // Starts the metrics of one Attend request (records nothing when metrics
+  // are off).
+  RequestMetrics StartRequestMetrics(const v1::AttendRequest& request) const;
+
  private:
   const std::shared_ptr<const ModelRepository> repository_;
   Batcher* const batcher_;
   const ValidationLimits limits_;
+  ServerMetrics* const metrics_;  // may be null
 };
 
 }  // namespace attn::server

@@ -24,7 +24,8 @@ std::string ModelLabel(const Model& model) {
 
 Batcher::Batcher(const Options& options)
     : threads_(std::max(1, options.threads)),
-      clock_(options.clock != nullptr ? options.clock : Clock::Real()) {
+      clock_(options.clock != nullptr ? options.clock : Clock::Real()),
+      observer_(options.observer) {
   thread_ = std::thread([this] { ExecutorLoop(); });
 }
 
@@ -64,6 +65,7 @@ absl::Status Batcher::Submit(BatchTask task) {
   }
   queue->entries.push_back(Entry{std::move(task), now});
   ++total_queued_;
+  if (observer_ != nullptr) observer_->TaskQueued(*key);
   work_cv_.Signal();
   return absl::OkStatus();
 }
@@ -130,6 +132,9 @@ void Batcher::Run(Entry entry) {
   AttentionResult result;
   const absl::Time start = clock_->Now();
   result.timing.queue_us = ToMicros(start - entry.enqueued);
+  if (observer_ != nullptr) {
+    observer_->TaskDequeued(model, start - entry.enqueued);
+  }
 
   absl::Time deadline = task.deadline;
   const int64_t timeout_us = model.config.batching.default_timeout_us;
@@ -170,8 +175,13 @@ void Batcher::Run(Entry entry) {
   out.output = result.output.data();
   out.weights = job.return_weights ? result.weights.data() : nullptr;
   absl::Status status = model.kernel->Forward(job.MakeKernelInput(), out);
-  result.timing.compute_us = ToMicros(clock_->Now() - start);
+  const absl::Duration compute = clock_->Now() - start;
+  result.timing.compute_us = ToMicros(compute);
   result.timing.batch_requests = 1;
+  if (observer_ != nullptr) {
+    observer_->BatchComputed(model, /*requests=*/1, job.tokens(), compute,
+                             status);
+  }
   if (!status.ok()) {
     result.output.clear();
     result.weights.clear();

@@ -48,6 +48,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/attention_job.h"
+#include "server/batch_observer.h"
 #include "server/clock.h"
 
 namespace attn::server {
@@ -79,6 +80,9 @@ class Batcher {
     // Time source for queue timing and deadlines. Not owned; must outlive
     // the Batcher. Default (nullptr): Clock::Real().
     Clock* clock = nullptr;
+    // Told about every queue entry/exit and kernel call (metrics). Not
+    // owned; must outlive the Batcher. Default (nullptr): nothing reported.
+    BatchObserver* observer = nullptr;
   };
 
   // Starts the executor thread.
@@ -129,6 +133,7 @@ class Batcher {
 
   const int threads_;
   Clock* const clock_;
+  BatchObserver* const observer_;  // may be null
 
   mutable absl::Mutex mu_;
   absl::CondVar work_cv_;

@@ -1,7 +1,8 @@
 // attn_server: serves multi-head attention models over gRPC.
 //
-//   attn_server --port 50051 --model_repository /models --threads 8
+//   attn_server --port 50051 --metrics_port 9090 --model_repository /models
 //
+// Prometheus metrics are served on --metrics_port (0 turns them off).
 // With no --model_repository it serves the built-in "demo" model. Once ready
 // it prints exactly one line to stdout, "attn_server listening on HOST:PORT"
 // (the bound port, useful with --port 0), and one line per loaded model to
@@ -31,6 +32,9 @@
 ABSL_FLAG(std::string, host, "0.0.0.0",
           "Address to listen on (0.0.0.0 = all IPv4 interfaces).");
 ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks any free port.");
+ABSL_FLAG(int, metrics_port, 9090,
+          "Port of the Prometheus endpoint http://HOST:PORT/metrics (on "
+          "--host, separate from the gRPC port); 0 turns metrics off.");
 ABSL_FLAG(std::string, model_repository, "",
           "Model repository directory (<name>/config.json, "
           "<name>/<version>/model.safetensors). Empty: the built-in demo "
@@ -51,10 +55,16 @@ int Run() {
   using attn::server::ModelRepository;
 
   const int port = absl::GetFlag(FLAGS_port);
+  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
   const int threads = absl::GetFlag(FLAGS_threads);
   if (port < 0 || port > 65535) {
     std::cerr << "attn_server: --port is " << port
               << "; expected 0 (any free port) to 65535\n";
+    return 1;
+  }
+  if (metrics_port < 0 || metrics_port > 65535) {
+    std::cerr << "attn_server: --metrics_port is " << metrics_port
+              << "; expected 0 (metrics off) or 1 to 65535\n";
     return 1;
   }
   if (threads < 1) {
@@ -87,12 +97,18 @@ int Run() {
   attn::server::ServerOptions options;
   options.host = absl::GetFlag(FLAGS_host);
   options.port = port;
+  options.metrics_port = metrics_port;
   options.threads = threads;
   absl::StatusOr<std::unique_ptr<AttentionServer>> server =
       AttentionServer::Start(options, models);
   if (!server.ok()) {
     std::cerr << "attn_server: " << server.status() << "\n";
     return 1;
+  }
+  if ((*server)->metrics_port() != 0) {
+    std::cerr << "attn_server: Prometheus metrics on http://"
+              << (*server)->host() << ":" << (*server)->metrics_port()
+              << "/metrics\n";
   }
   std::cout << "attn_server listening on " << (*server)->host() << ":"
             << (*server)->port() << std::endl;
@@ -126,7 +142,7 @@ int main(int argc, char** argv) {
 
   absl::SetProgramUsageMessage(
       "Serves multi-head attention models over gRPC.\n"
-      "  attn_server [--host 0.0.0.0] [--port 50051] "
+      "  attn_server [--host 0.0.0.0] [--port 50051] [--metrics_port 9090] "
       "[--model_repository DIR] [--threads N]");
   absl::ParseCommandLine(argc, argv);
   return Run();

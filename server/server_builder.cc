@@ -31,6 +31,11 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     return absl::InvalidArgumentError(absl::StrCat(
         "port is ", options.port, "; expected 0 (any free port) to 65535"));
   }
+  if (options.metrics_port < 0 || options.metrics_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics_port is ", options.metrics_port,
+                     "; expected 0 (metrics off) or 1 to 65535"));
+  }
   if (options.host.empty()) {
     return absl::InvalidArgumentError(
         "host is empty; use e.g. 0.0.0.0 (all interfaces) or 127.0.0.1");
@@ -54,14 +59,25 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   std::unique_ptr<AttentionServer> server(new AttentionServer());
   server->host_ = options.host;
   server->repository_ = std::move(repository);
+  if (options.metrics_port != 0) {
+    server->metrics_ =
+        std::make_unique<ServerMetrics>(server->repository_->List());
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+        MetricsEndpoint::Start(options.host, options.metrics_port,
+                               server->metrics_->registry());
+    if (!endpoint.ok()) return endpoint.status();
+    server->metrics_endpoint_ = std::move(*endpoint);
+  }
   Batcher::Options batcher_options;
   batcher_options.threads = threads;
   batcher_options.clock = options.clock;
+  batcher_options.observer = server->metrics_.get();
   server->batcher_ = std::make_unique<Batcher>(batcher_options);
   ValidationLimits limits;
   limits.max_message_bytes = options.max_message_bytes;
   server->service_ = std::make_unique<AttentionServiceImpl>(
-      server->repository_, server->batcher_.get(), limits);
+      server->repository_, server->batcher_.get(), limits,
+      server->metrics_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -96,6 +112,7 @@ void AttentionServer::Shutdown(absl::Duration grace) {
   absl::MutexLock lock(&shutdown_mu_);
   if (shut_down_) return;
   shut_down_ = true;
+  if (metrics_ != nullptr) metrics_->SetModelsReady(false);
   if (server_ != nullptr) {
     grpc::HealthCheckServiceInterface* health =
         server_->GetHealthCheckService();

@@ -22,6 +22,8 @@
 #include "server/attention_service.h"
 #include "server/batcher.h"
 #include "server/clock.h"
+#include "server/metrics.h"
+#include "server/metrics_endpoint.h"
 #include "server/model_repository.h"
 
 namespace attn::server {
@@ -43,6 +45,10 @@ struct ServerOptions {
   int64_t max_message_bytes = int64_t{256} << 20;
   // Time source for the batcher. Not owned. Default (nullptr): real clock.
   Clock* clock = nullptr;
+  // Port of the Prometheus /metrics endpoint, on `host`, separate from the
+  // gRPC port; 0 turns metrics off (nothing is recorded). attn_server's flag
+  // defaults to 9090. Default: 0. REQUIRES: 0 <= metrics_port <= 65535.
+  int metrics_port = 0;
 };
 
 // A running server. Thread-safe: Shutdown() may be called from any thread,
@@ -67,6 +73,13 @@ class AttentionServer {
   // The host as given in the options.
   const std::string& host() const { return host_; }
 
+  // The bound metrics port; 0 when metrics are off.
+  int metrics_port() const {
+    return metrics_endpoint_ ? metrics_endpoint_->port() : 0;
+  }
+  // The metrics being recorded; null when metrics are off.
+  ServerMetrics* metrics() const { return metrics_.get(); }
+
   // Attend requests accepted by the executor and not yet completed.
   int64_t InFlightTasks() const { return batcher_->InFlightTasks(); }
 
@@ -83,7 +96,10 @@ class AttentionServer {
   std::string host_;
   int port_ = 0;
   std::shared_ptr<const ModelRepository> repository_;
-  // Destroyed in reverse order: server, then service, then batcher.
+  // Destroyed in reverse order: server, then service, then batcher, then
+  // the metrics endpoint, then the metrics the batcher reports to.
+  std::unique_ptr<ServerMetrics> metrics_;  // null when metrics are off
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<Batcher> batcher_;
   std::unique_ptr<AttentionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -15,14 +15,6 @@ using dnnl::memory;
 using DT = memory::data_type;
 using Dims = memory::dims;
 
-// A per-call scratchpad buffer and its memory object.
-struct Scratch {
-  Scratch(const memory::desc& md, const dnnl::engine& engine)
-      : bytes(md.get_size()), mem(md, engine, bytes.data()) {}
-  std::vector<uint8_t> bytes;
-  memory mem;
-};
-
 }  // namespace
 
 AttentionCore::AttentionCore(const dnnl::engine& engine, int64_t num_heads,
@@ -34,12 +26,11 @@ AttentionCore::AttentionCore(const dnnl::engine& engine, int64_t num_heads,
 
 absl::StatusOr<AttentionCore::TilePrims> AttentionCore::CreateTilePrims(
     const TileKey& key) const {
-  const auto [nb, qb, q_len, kv_len] = key;
+  const auto [nb, qb, q_len, kv_len, q_stride, kv_stride] = key;
   const int64_t kvh = num_kv_heads_;
   const int64_t group = num_heads_ / num_kv_heads_;
   const int64_t dh = head_dim_;
-  const int64_t q_row = num_heads_ * dh;  // floats per token in Q / context
-  const int64_t kv_row = kvh * dh;        // floats per token in K / V
+  const int64_t q_row = num_heads_ * dh;  // floats per token in context
   TilePrims p;
   ATTN_RETURN_IF_ERROR(CallDnnl(
       absl::StrCat("creating attention primitives for q_len ", q_len,
@@ -48,10 +39,11 @@ absl::StatusOr<AttentionCore::TilePrims> AttentionCore::CreateTilePrims(
         const dnnl::primitive_attr attr = UserScratchpadAttr();
         // 5-D views [tile batch, kv head, head in group, row, col]. Heads of
         // one group share K and V through a broadcast dimension of size 1.
-        p.q_md = memory::desc({nb, kvh, group, qb, dh}, DT::f32,
-                              Dims{q_len * q_row, group * dh, dh, q_row, 1});
+        p.q_md =
+            memory::desc({nb, kvh, group, qb, dh}, DT::f32,
+                         Dims{q_len * q_stride, group * dh, dh, q_stride, 1});
         p.k_md = memory::desc({nb, kvh, 1, dh, kv_len}, DT::f32,
-                              Dims{kv_len * kv_row, dh, dh, 1, kv_row});
+                              Dims{kv_len * kv_stride, dh, dh, 1, kv_stride});
         p.scores_md = memory::desc({nb, kvh, group, qb, kv_len}, DT::f32,
                                    memory::format_tag::abcde);
         dnnl::matmul::primitive_desc qk_pd(
@@ -69,8 +61,9 @@ absl::StatusOr<AttentionCore::TilePrims> AttentionCore::CreateTilePrims(
         p.softmax_scratch_md = sm_pd.scratchpad_desc();
 
         p.v_md = memory::desc({nb, kvh, 1, kv_len, dh}, DT::f32,
-                              Dims{kv_len * kv_row, dh, dh, kv_row, 1});
-        p.ctx_md = p.q_md;
+                              Dims{kv_len * kv_stride, dh, dh, kv_stride, 1});
+        p.ctx_md = memory::desc({nb, kvh, group, qb, dh}, DT::f32,
+                                Dims{q_len * q_row, group * dh, dh, q_row, 1});
         dnnl::matmul::primitive_desc pv_pd(
             dnnl::matmul::desc(p.scores_md, p.v_md, p.ctx_md), attr, engine_);
         p.pv = dnnl::matmul(pv_pd);
@@ -82,12 +75,12 @@ absl::StatusOr<AttentionCore::TilePrims> AttentionCore::CreateTilePrims(
 
 absl::Status AttentionCore::Forward(int64_t batch, int64_t q_len,
                                     int64_t kv_len, const float* q,
-                                    const float* k, const float* v,
+                                    int64_t q_stride, const float* k,
+                                    const float* v, int64_t kv_stride,
                                     const MaskSpec& mask, float* context,
                                     float* weights, uint8_t* row_masked) const {
   const int64_t heads = num_heads_;
   const int64_t q_row = heads * head_dim_;
-  const int64_t kv_row = num_kv_heads_ * head_dim_;
   // Tile: all query rows of as many batch items as fit, else a block of
   // query rows of one batch item.
   const int64_t per_row = heads * kv_len;
@@ -96,43 +89,65 @@ absl::Status AttentionCore::Forward(int64_t batch, int64_t q_len,
   const int64_t b_block =
       q_block == q_len ? std::clamp<int64_t>(rows_fit / q_len, 1, batch) : 1;
 
-  std::vector<float> scores(
-      static_cast<size_t>(b_block * heads * q_block * kv_len));
-  std::vector<uint8_t> tile_masked(static_cast<size_t>(b_block * q_block));
+  ScratchLayout layout;
+  const size_t scores_at =
+      layout.Add<float>(b_block * heads * q_block * kv_len);
+  const size_t masked_at = layout.Add<uint8_t>(b_block * q_block);
+  // oneDNN scratchpads (one at a time), sized for the largest tile shape.
+  const size_t dnnl_at = layout.bytes();
+  ScratchPool::Lease arena = pool_.Acquire();
+  void* base = nullptr;
+  size_t dnnl_bytes = 0;
+  float* scores_data = nullptr;
+  uint8_t* tile_masked = nullptr;
 
   for (int64_t b0 = 0; b0 < batch; b0 += b_block) {
     const int64_t nb = std::min(b_block, batch - b0);
     for (int64_t i0 = 0; i0 < q_len; i0 += q_block) {
       const int64_t qb = std::min(q_block, q_len - i0);
-      const TileKey key{nb, qb, q_len, kv_len};
+      const TileKey key{nb, qb, q_len, kv_len, q_stride, kv_stride};
       absl::StatusOr<std::shared_ptr<const TilePrims>> prims_or =
           cache_.GetOrCreate(key, [&] { return CreateTilePrims(key); });
       if (!prims_or.ok()) return prims_or.status();
       const TilePrims& p = **prims_or;
+      const size_t need =
+          std::max({p.qk_scratch_md.get_size(), p.softmax_scratch_md.get_size(),
+                    p.pv_scratch_md.get_size()});
+      if (base == nullptr || need > dnnl_bytes) {
+        dnnl_bytes = std::max(need, dnnl_bytes);
+        ATTN_RETURN_IF_ERROR(CallDnnl("allocating attention scratch", [&] {
+          base = arena->Reserve(dnnl_at + dnnl_bytes);
+          return absl::OkStatus();
+        }));
+        scores_data = ScratchLayout::At<float>(base, scores_at);
+        tile_masked = ScratchLayout::At<uint8_t>(base, masked_at);
+      }
+      float* const scores = scores_data;
+      uint8_t* const dnnl_scratch = ScratchLayout::At<uint8_t>(base, dnnl_at);
 
-      const float* q_tile = q + (b0 * q_len + i0) * q_row;
-      const float* k_tile = k + b0 * kv_len * kv_row;
-      const float* v_tile = v + b0 * kv_len * kv_row;
+      const float* q_tile = q + (b0 * q_len + i0) * q_stride;
+      const float* k_tile = k + b0 * kv_len * kv_stride;
+      const float* v_tile = v + b0 * kv_len * kv_stride;
       float* ctx_tile = context + (b0 * q_len + i0) * q_row;
 
       ATTN_RETURN_IF_ERROR(
           CallDnnl("running the attention core", [&]() -> absl::Status {
             dnnl::stream stream(engine_);
-            memory scores_mem(p.scores_md, engine_, scores.data());
+            memory scores_mem(p.scores_md, engine_, scores);
             {
-              Scratch scratch(p.qk_scratch_md, engine_);
+              memory scratch(p.qk_scratch_md, engine_, dnnl_scratch);
               p.qk.execute(stream,
                            {{DNNL_ARG_SRC, Borrow(p.q_md, engine_, q_tile)},
                             {DNNL_ARG_WEIGHTS, Borrow(p.k_md, engine_, k_tile)},
                             {DNNL_ARG_DST, scores_mem},
-                            {DNNL_ARG_SCRATCHPAD, scratch.mem}});
+                            {DNNL_ARG_SCRATCHPAD, scratch}});
               stream.wait();
             }
             // Mask; remember fully masked rows.
             bool any_masked = false;
             for (int64_t bb = 0; bb < nb; ++bb) {
               for (int64_t ii = 0; ii < qb; ++ii) {
-                float* row0 = scores.data() + (bb * heads * qb + ii) * kv_len;
+                float* row0 = scores + (bb * heads * qb + ii) * kv_len;
                 const bool masked =
                     ApplyRowMask(mask, b0 + bb, i0 + ii, q_len, kv_len, row0,
                                  heads, qb * kv_len);
@@ -142,11 +157,11 @@ absl::Status AttentionCore::Forward(int64_t batch, int64_t q_len,
               }
             }
             {
-              Scratch scratch(p.softmax_scratch_md, engine_);
-              memory sm_mem(p.softmax_md, engine_, scores.data());
+              memory scratch(p.softmax_scratch_md, engine_, dnnl_scratch);
+              memory sm_mem(p.softmax_md, engine_, scores);
               p.softmax.execute(stream, {{DNNL_ARG_SRC, sm_mem},
                                          {DNNL_ARG_DST, sm_mem},
-                                         {DNNL_ARG_SCRATCHPAD, scratch.mem}});
+                                         {DNNL_ARG_SCRATCHPAD, scratch}});
               stream.wait();
             }
             // Fully masked rows: zero weights (the softmax made them NaN).
@@ -155,8 +170,7 @@ absl::Status AttentionCore::Forward(int64_t batch, int64_t q_len,
                 for (int64_t ii = 0; ii < qb; ++ii) {
                   if (!tile_masked[bb * qb + ii]) continue;
                   for (int64_t h = 0; h < heads; ++h) {
-                    float* row =
-                        scores.data() + ((bb * heads + h) * qb + ii) * kv_len;
+                    float* row = scores + ((bb * heads + h) * qb + ii) * kv_len;
                     std::fill(row, row + kv_len, 0.0f);
                   }
                 }
@@ -167,18 +181,18 @@ absl::Status AttentionCore::Forward(int64_t batch, int64_t q_len,
                 for (int64_t h = 0; h < heads; ++h) {
                   std::memcpy(
                       weights + (((b0 + bb) * heads + h) * q_len + i0) * kv_len,
-                      scores.data() + (bb * heads + h) * qb * kv_len,
+                      scores + (bb * heads + h) * qb * kv_len,
                       sizeof(float) * qb * kv_len);
                 }
               }
             }
             {
-              Scratch scratch(p.pv_scratch_md, engine_);
+              memory scratch(p.pv_scratch_md, engine_, dnnl_scratch);
               p.pv.execute(stream,
                            {{DNNL_ARG_SRC, scores_mem},
                             {DNNL_ARG_WEIGHTS, Borrow(p.v_md, engine_, v_tile)},
                             {DNNL_ARG_DST, memory(p.ctx_md, engine_, ctx_tile)},
-                            {DNNL_ARG_SCRATCHPAD, scratch.mem}});
+                            {DNNL_ARG_SCRATCHPAD, scratch}});
               stream.wait();
             }
             return absl::OkStatus();

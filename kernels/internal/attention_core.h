@@ -8,7 +8,7 @@
 // Internal: not part of the public API.
 //
 // Thread-safety: Forward() is const and may be called concurrently; the
-// primitive cache is internally synchronized and scratch is per call.
+// primitive cache and scratch pool are internally synchronized.
 #ifndef ATTNSERVE_KERNELS_INTERNAL_ATTENTION_CORE_H_
 #define ATTNSERVE_KERNELS_INTERNAL_ATTENTION_CORE_H_
 
@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/internal/masking.h"
 #include "kernels/internal/primitive_cache.h"
+#include "kernels/internal/scratch_arena.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace attn::kernels::internal {
@@ -34,20 +35,25 @@ class AttentionCore {
                 int64_t num_kv_heads, int64_t head_dim);
 
   // q: [batch * q_len, H * head_dim] (already scaled), k and v:
-  // [batch * kv_len, KVH * head_dim], all row-major (token-major).
+  // [batch * kv_len, KVH * head_dim], all token-major with rows `q_stride`
+  // (q) and `kv_stride` (k and v) floats apart (views into a fused QKV
+  // projection buffer are fine). Context rows are dense (H * head_dim).
   // Writes context [batch * q_len, H * head_dim]; if `weights` is not null,
   // the softmax weights [batch, H, q_len, kv_len]; and row_masked[b * q_len
   // + i] = 1 for query rows whose keys are all masked (their context and
   // weights are zero), 0 otherwise.
   // REQUIRES: shapes and mask validated by the caller.
   absl::Status Forward(int64_t batch, int64_t q_len, int64_t kv_len,
-                       const float* q, const float* k, const float* v,
-                       const MaskSpec& mask, float* context, float* weights,
+                       const float* q, int64_t q_stride, const float* k,
+                       const float* v, int64_t kv_stride, const MaskSpec& mask,
+                       float* context, float* weights,
                        uint8_t* row_masked) const;
 
  private:
-  // (batch items per tile, query rows per tile, q_len, kv_len).
-  using TileKey = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+  // (batch items per tile, query rows per tile, q_len, kv_len, q_stride,
+  // kv_stride).
+  using TileKey =
+      std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
   struct TilePrims {
     dnnl::matmul qk;
     dnnl::memory::desc q_md, k_md, scores_md, qk_scratch_md;
@@ -64,6 +70,7 @@ class AttentionCore {
   const int64_t num_kv_heads_;
   const int64_t head_dim_;
   mutable PrimitiveCache<TileKey, TilePrims> cache_;
+  mutable ScratchPool pool_;  // score tiles and oneDNN scratchpads
 };
 
 }  // namespace attn::kernels::internal

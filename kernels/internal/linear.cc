@@ -125,18 +125,27 @@ absl::Status Linear::Forward(const float* x, int64_t tokens, float* y) const {
   const Prims& p = **prims_or;
   return CallDnnl(
       absl::StrCat("running the ", name_, " matmul"), [&]() -> absl::Status {
+        // Scratch from the pool: no allocation once shapes repeat.
+        ScratchLayout layout;
+        const size_t scratch_at =
+            layout.Add<uint8_t>(p.scratchpad_md.get_size());
+        const bool bf16 = dtype_ == ComputeDType::kBFloat16;
+        const size_t x16_at = layout.Add<uint16_t>(bf16 ? tokens * in_ : 0);
+        const size_t rscratch_at =
+            layout.Add<uint8_t>(bf16 ? p.to_bf16_scratchpad_md.get_size() : 0);
+        ScratchPool::Lease arena = pool_.Acquire();
+        void* base = arena->Reserve(layout.bytes());
+
         dnnl::stream stream(engine_);
-        std::vector<uint8_t> scratch(p.scratchpad_md.get_size());
-        memory scratch_mem(p.scratchpad_md, engine_, scratch.data());
+        memory scratch_mem(p.scratchpad_md, engine_,
+                           ScratchLayout::At<uint8_t>(base, scratch_at));
         memory src;
-        std::vector<uint16_t> x_bf16;
-        if (dtype_ == ComputeDType::kBFloat16) {
-          x_bf16.resize(static_cast<size_t>(tokens * in_));
+        if (bf16) {
           memory f32_mem = Borrow(p.src_f32_md, engine_, x);
-          src = memory(p.src_md, engine_, x_bf16.data());
-          std::vector<uint8_t> rscratch(p.to_bf16_scratchpad_md.get_size());
+          src = memory(p.src_md, engine_,
+                       ScratchLayout::At<uint16_t>(base, x16_at));
           memory rscratch_mem(p.to_bf16_scratchpad_md, engine_,
-                              rscratch.data());
+                              ScratchLayout::At<uint8_t>(base, rscratch_at));
           p.to_bf16.execute(stream, {{DNNL_ARG_FROM, f32_mem},
                                      {DNNL_ARG_TO, src},
                                      {DNNL_ARG_SCRATCHPAD, rscratch_mem}});

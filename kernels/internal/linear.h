@@ -3,7 +3,7 @@
 // Internal: not part of the public API.
 //
 // Thread-safety: Forward() is const and may be called concurrently; the
-// primitive cache is internally synchronized and scratch is per call.
+// primitive cache and the scratch pool are internally synchronized.
 #ifndef ATTNSERVE_KERNELS_INTERNAL_LINEAR_H_
 #define ATTNSERVE_KERNELS_INTERNAL_LINEAR_H_
 
@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/attention.h"
 #include "kernels/internal/primitive_cache.h"
+#include "kernels/internal/scratch_arena.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace attn::kernels::internal {
@@ -80,6 +81,7 @@ class Linear {
   dnnl::memory::desc bias_md_;
   dnnl::memory bias_;
   mutable PrimitiveCache<int64_t, Prims> cache_;
+  mutable ScratchPool pool_;  // oneDNN scratchpad and bf16 input
 };
 
 }  // namespace attn::kernels::internal

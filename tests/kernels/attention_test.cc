@@ -3,6 +3,7 @@
 #include "kernels/attention.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
@@ -203,6 +204,69 @@ TEST_P(FeatureTest, MatchesReference) {
   EXPECT_LE(r.max_weights_error, kFp32Tolerance) << c.DebugString();
 }
 
+// Without returned weights the tiled online-softmax core runs instead of the
+// materialising one: same cases, same tolerance.
+TEST_P(FeatureTest, FlashCoreMatchesReference) {
+  Case c = GetParam().c;
+  c.return_weights = false;
+  const CaseData data = MakeCaseData(c);
+  const Comparison r = RunAndCompare(c, data, nullptr);
+  ASSERT_EQ(r.error, "") << c.DebugString();
+  RecordErrors(r);
+  EXPECT_FALSE(r.has_non_finite) << c.DebugString();
+  EXPECT_LE(r.max_output_error, kFp32Tolerance) << c.DebugString();
+}
+
+// bf16 (projections and the flash core in bf16, fp32 accumulation and
+// softmax): |err| <= kBf16Tolerance * (1 + |ref|).
+TEST_P(FeatureTest, Bf16MatchesReference) {
+  Case c = GetParam().c;
+  c.config.compute_dtype = ComputeDType::kBFloat16;
+  for (bool weights : {false, true}) {
+    c.return_weights = weights;
+    const CaseData data = MakeCaseData(c);
+    const Comparison r = RunAndCompare(c, data, nullptr);
+    ASSERT_EQ(r.error, "") << c.DebugString();
+    RecordErrors(r);
+    EXPECT_FALSE(r.has_non_finite) << c.DebugString();
+    EXPECT_LE(r.max_output_scaled_error, kBf16Tolerance) << c.DebugString();
+    EXPECT_LE(r.max_weights_error, kBf16Tolerance) << c.DebugString();
+  }
+}
+
+// The opt-in vdpbf16ps core (bf16 Q/K/V/P, fp32 accumulation), same bf16
+// tolerance.
+TEST_P(FeatureTest, Bf16DotProductCoreMatchesReference) {
+  Case c = GetParam().c;
+  c.config.compute_dtype = ComputeDType::kBFloat16;
+  c.return_weights = false;
+  const CaseData data = MakeCaseData(c);
+  ASSERT_EQ(setenv("ATTN_KERNEL_ISA", "avx512_bf16", 1), 0);
+  auto mha = MultiHeadAttention::Create(c.config, data.weights);
+  unsetenv("ATTN_KERNEL_ISA");
+  ASSERT_TRUE(mha.ok()) << mha.status();
+  const Comparison r = RunAndCompare(c, data, mha->get());
+  ASSERT_EQ(r.error, "") << c.DebugString();
+  EXPECT_FALSE(r.has_non_finite) << c.DebugString();
+  EXPECT_LE(r.max_output_scaled_error, kBf16Tolerance) << c.DebugString();
+}
+
+// The portable scalar core (CPUs without AVX-512), forced through the
+// environment variable read when a layer is created.
+TEST_P(FeatureTest, ScalarCoreMatchesReference) {
+  Case c = GetParam().c;
+  c.return_weights = false;
+  const CaseData data = MakeCaseData(c);
+  ASSERT_EQ(setenv("ATTN_KERNEL_ISA", "scalar", 1), 0);
+  auto mha = MultiHeadAttention::Create(c.config, data.weights);
+  unsetenv("ATTN_KERNEL_ISA");
+  ASSERT_TRUE(mha.ok()) << mha.status();
+  const Comparison r = RunAndCompare(c, data, mha->get());
+  ASSERT_EQ(r.error, "") << c.DebugString();
+  EXPECT_FALSE(r.has_non_finite) << c.DebugString();
+  EXPECT_LE(r.max_output_error, kFp32Tolerance) << c.DebugString();
+}
+
 INSTANTIATE_TEST_SUITE_P(Features, FeatureTest,
                          ::testing::ValuesIn(FeatureCases()),
                          [](const ::testing::TestParamInfo<NamedCase>& info) {
@@ -267,6 +331,36 @@ INSTANTIATE_TEST_SUITE_P(Fp32, RandomTest,
                          ::testing::ValuesIn(RandomCases(80, false)));
 INSTANTIATE_TEST_SUITE_P(Bf16, RandomTest,
                          ::testing::ValuesIn(RandomCases(20, true)));
+
+// The bf16 accuracy bar: on unit-scale inputs the bf16 layer is
+// within 2e-2 (absolute) of the fp32 layer, at a realistic width and length
+// (several key blocks, causal and not).
+TEST(AttentionTest, Bf16WithinTwoHundredthsOfFp32) {
+  for (bool causal : {false, true}) {
+    Case c;
+    c.config = Config(256, 4);
+    c.q_len = c.kv_len = 200;
+    c.causal = causal;
+    c.return_weights = false;
+    const CaseData data = MakeCaseData(c);
+    auto fp32 = MultiHeadAttention::Create(c.config, data.weights);
+    AttentionConfig bf16_config = c.config;
+    bf16_config.compute_dtype = ComputeDType::kBFloat16;
+    auto bf16 = MultiHeadAttention::Create(bf16_config, data.weights);
+    ASSERT_TRUE(fp32.ok() && bf16.ok());
+    std::vector<float> a(c.q_len * 256), b(c.q_len * 256);
+    ASSERT_TRUE((*fp32)->Forward(data.input, {a.data()}).ok());
+    ASSERT_TRUE((*bf16)->Forward(data.input, {b.data()}).ok());
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      worst = std::max(worst, double(std::abs(a[i] - b[i])));
+      scale = std::max(scale, double(std::abs(a[i])));
+    }
+    RecordErrors({worst, 0, 0, false, ""});
+    EXPECT_LE(worst, 2e-2) << "causal=" << causal;
+    EXPECT_GT(scale, 0.1);  // outputs are unit-scale, not vanishing
+  }
+}
 
 // Fully masked rows are exact zeros (output bias not added), never NaN.
 TEST(AttentionTest, FullyMaskedRowsAreExactZeros) {

@@ -1,0 +1,24 @@
+#include "client/loadgen/channels.h"
+
+#include "grpc/grpc.h"
+
+namespace attn::loadgen {
+
+std::vector<Connection> MakeConnections(const std::string& target, int count) {
+  std::vector<Connection> out;
+  for (int i = 0; i < count; ++i) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(256 << 20);
+    args.SetMaxSendMessageSize(256 << 20);
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt("attn_loadgen.channel_index", i);
+    Connection c;
+    c.channel = grpc::CreateCustomChannel(
+        target, grpc::InsecureChannelCredentials(), args);
+    c.stub = v1::AttentionService::NewStub(c.channel);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+}  // namespace attn::loadgen

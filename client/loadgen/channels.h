@@ -1,0 +1,26 @@
+// Channels of attn_loadgen: --connections distinct gRPC channels to one
+// target, each with its own subchannel pool (and a unique argument) so that
+// each is a separate HTTP/2 connection rather than a shared one.
+#ifndef ATTNSERVE_CLIENT_LOADGEN_CHANNELS_H_
+#define ATTNSERVE_CLIENT_LOADGEN_CHANNELS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attn/v1/attention.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+
+namespace attn::loadgen {
+
+struct Connection {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::AttentionService::Stub> stub;
+};
+
+// REQUIRES: count >= 1. Does not connect (the first call does).
+std::vector<Connection> MakeConnections(const std::string& target, int count);
+
+}  // namespace attn::loadgen
+
+#endif  // ATTNSERVE_CLIENT_LOADGEN_CHANNELS_H_

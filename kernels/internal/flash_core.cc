@@ -1,0 +1,675 @@
+#include "kernels/internal/flash_core.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace attn::kernels::internal {
+namespace {
+
+constexpr int64_t BQ = FlashCore::kBlockQ;
+constexpr int64_t BK = FlashCore::kBlockK;
+constexpr int kRowsPerKernel = 6;  // 6 rows x 4 vectors = 24 accumulators
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Keys j < RowLimit(s, i) may be attended by query row i.
+int64_t RowLimit(const FlashSequence& s, int64_t i) {
+  int64_t limit = s.key_limit;
+  if (s.causal) limit = std::min(limit, i + (s.kv_len - s.q_len) + 1);
+  return std::max<int64_t>(limit, 0);
+}
+
+// Round-to-nearest-even fp32 -> bf16 (inputs are finite).
+inline uint16_t ToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// Adds the explicit mask and the row limit to one score tile row (columns
+// j0 .. j0 + width - 1): masked entries become -inf.
+void MaskTileRow(const FlashSequence& s, int64_t i, int64_t j0, int64_t limit,
+                 int64_t width, float* row) {
+  const int64_t valid = std::clamp<int64_t>(limit - j0, 0, width);
+  const int64_t offset = i * s.kv_len + j0;
+  if (s.mask_kind == MaskKind::kAdditive) {
+    const float* m = static_cast<const float*>(s.mask) + offset;
+    for (int64_t c = 0; c < valid; ++c) row[c] += m[c];
+  } else if (s.mask_kind == MaskKind::kBoolean) {
+    const uint8_t* m = static_cast<const uint8_t*>(s.mask) + offset;
+    for (int64_t c = 0; c < valid; ++c) row[c] = m[c] != 0 ? kNegInf : row[c];
+  }
+  for (int64_t c = valid; c < width; ++c) row[c] = kNegInf;
+}
+
+// One work unit: a block of query rows of one head of one sequence.
+struct Unit {
+  int32_t seq;
+  int32_t head;
+  int32_t qblock;
+  int64_t cost;  // attended key blocks x rows, for scheduling
+};
+
+// Per-call geometry of the packed K (and, for bf16, V) blocks.
+struct Packing {
+  const int64_t* seq_offset;  // first element of each sequence's blocks
+  int64_t k_block_elems;      // elements of one packed K block
+  int64_t v_block_elems;      // elements of one packed V block (bf16)
+};
+
+// Per-thread tile scratch.
+struct ThreadTiles {
+  float* s;        // [BQ][BK] scores / probabilities (fp32)
+  uint16_t* p16;   // [BQ][BK] probabilities (bf16)
+  uint16_t* q16;   // [BQ][hdp] query rows (bf16)
+  float* m;        // [BQ] running max
+  float* l;        // [BQ] running sum
+  float* alpha;    // [BQ] rescale of this step
+  int64_t* limit;  // [BQ] row limits
+};
+
+// ---------------------------------------------------------------------------
+// Portable scalar path (any CPU): one query row at a time, two passes over
+// its keys, in fp32. Used when AVX-512 is missing and by the tests.
+void ScalarUnit(const FlashSequence& s, int64_t h, int64_t g, int64_t i0,
+                int64_t nq, int64_t hd, int64_t ctx_stride, float* row_buf,
+                bool write_mask) {
+  for (int64_t i = i0; i < i0 + nq; ++i) {
+    const int64_t limit = RowLimit(s, i);
+    const float* q = s.q + i * s.q_stride + h * hd;
+    float* o = s.context + i * ctx_stride + h * hd;
+    float mx = kNegInf;
+    for (int64_t j = 0; j < limit; ++j) {
+      const float* k = s.k + j * s.kv_stride + g * hd;
+      float dot = 0.0f;
+      for (int64_t d = 0; d < hd; ++d) dot += q[d] * k[d];
+      if (s.mask_kind == MaskKind::kAdditive) {
+        dot += static_cast<const float*>(s.mask)[i * s.kv_len + j];
+      } else if (s.mask_kind == MaskKind::kBoolean &&
+                 static_cast<const uint8_t*>(s.mask)[i * s.kv_len + j] != 0) {
+        dot = kNegInf;
+      }
+      row_buf[j] = dot;
+      mx = std::max(mx, dot);
+    }
+    std::fill(o, o + hd, 0.0f);
+    const bool masked = mx == kNegInf;
+    if (write_mask) s.row_masked[i] = masked ? 1 : 0;
+    if (masked) continue;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < limit; ++j) {
+      const float p = std::exp(row_buf[j] - mx);
+      sum += p;
+      if (p == 0.0f) continue;
+      const float* v = s.v + j * s.kv_stride + g * hd;
+      for (int64_t d = 0; d < hd; ++d) o[d] += p * v[d];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// AVX-512 kernels (chosen at run time).
+#pragma GCC push_options
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (_mm512_undefined_*).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")
+
+// exp(x) for 16 lanes; lanes with x < -87 (including -inf) give exactly 0.
+inline __m512 Exp512(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.0f);
+  const __mmask16 live = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(
+      _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+inline __mmask16 LaneMask(int64_t lanes) {
+  return lanes >= 16 ? __mmask16(0xFFFF)
+                     : static_cast<__mmask16>((1u << lanes) - 1u);
+}
+
+inline int32_t Word(const uint16_t* p) {
+  int32_t w;
+  std::memcpy(&w, p, sizeof(w));
+  return w;
+}
+
+// s[R][BK] = q[R][hd] . kt, kt packed [hd][BK] (fp32).
+template <int R, int NC>
+void QkF32(const float* q, int64_t q_stride, const float* kt, int64_t hd,
+           float* s) {
+  __m512 acc[R][NC];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_setzero_ps();
+  }
+  for (int64_t d = 0; d < hd; ++d) {
+    const float* kd = kt + d * BK;
+    __m512 kv[NC];
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c) kv[c] = _mm512_load_ps(kd + 16 * c);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 b = _mm512_set1_ps(q[r * q_stride + d]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NC; ++c)
+        acc[r][c] = _mm512_fmadd_ps(b, kv[c], acc[r][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c)
+      _mm512_store_ps(s + r * BK + 16 * c, acc[r][c]);
+  }
+}
+
+// s[R][BK] = q16[R][hdp] . kp, kp packed [hdp/2][BK][2] (bf16).
+template <int R, int NC>
+void QkBf16(const uint16_t* q16, int64_t hdp, const uint16_t* kp, float* s) {
+  __m512 acc[R][NC];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_setzero_ps();
+  }
+  for (int64_t dp = 0; dp < hdp / 2; ++dp) {
+    const uint16_t* kd = kp + dp * BK * 2;
+    __m512bh kv[NC];
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c) {
+      kv[c] = (__m512bh)_mm512_load_si512(kd + 32 * c);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512bh b =
+          (__m512bh)_mm512_set1_epi32(Word(q16 + r * hdp + 2 * dp));
+#pragma GCC unroll 4
+      for (int c = 0; c < NC; ++c)
+        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], b, kv[c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c)
+      _mm512_store_ps(s + r * BK + 16 * c, acc[r][c]);
+  }
+}
+
+// o[R][16*NV] = o * alpha + p[R][nk] . v[nk][16*NV] (fp32; the last vector
+// covers `last` lanes).
+template <int R, int NV>
+void PvF32(const float* p, int64_t nk, const float* v, int64_t v_stride,
+           float* o, int64_t o_stride, const float* alpha, __mmask16 last) {
+  __m512 acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const __m512 a = _mm512_set1_ps(alpha[r]);
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
+      acc[r][c] =
+          _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + r * o_stride + 16 * c), a);
+    }
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    __m512 vv[NV];
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
+      vv[c] = _mm512_maskz_loadu_ps(m, v + j * v_stride + 16 * c);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 b = _mm512_set1_ps(p[r * BK + j]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c)
+        acc[r][c] = _mm512_fmadd_ps(b, vv[c], acc[r][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
+      _mm512_mask_storeu_ps(o + r * o_stride + 16 * c, m, acc[r][c]);
+    }
+  }
+}
+
+// As PvF32 with bf16 p16[R][BK] and vp packed [BK/2][hd][2] (the caller
+// offsets vp to the column chunk); `pairs` key pairs.
+template <int R, int NV>
+void PvBf16(const uint16_t* p16, int64_t pairs, const uint16_t* vp, int64_t hd,
+            float* o, int64_t o_stride, const float* alpha, __mmask16 last) {
+  __m512 acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const __m512 a = _mm512_set1_ps(alpha[r]);
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
+      acc[r][c] =
+          _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + r * o_stride + 16 * c), a);
+    }
+  }
+  for (int64_t jp = 0; jp < pairs; ++jp) {
+    __m512bh vv[NV];
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
+      vv[c] =
+          (__m512bh)_mm512_maskz_loadu_epi32(m, vp + (jp * hd + 16 * c) * 2);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512bh b =
+          (__m512bh)_mm512_set1_epi32(Word(p16 + r * BK + 2 * jp));
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c)
+        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], b, vv[c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
+      _mm512_mask_storeu_ps(o + r * o_stride + 16 * c, m, acc[r][c]);
+    }
+  }
+}
+
+using QkF32Fn = void (*)(const float*, int64_t, const float*, int64_t, float*);
+using QkBf16Fn = void (*)(const uint16_t*, int64_t, const uint16_t*, float*);
+using PvF32Fn = void (*)(const float*, int64_t, const float*, int64_t, float*,
+                         int64_t, const float*, __mmask16);
+using PvBf16Fn = void (*)(const uint16_t*, int64_t, const uint16_t*, int64_t,
+                          float*, int64_t, const float*, __mmask16);
+
+#define ATTN_QK_ROW(K, r) \
+  { K<r, 1>, K<r, 2>, K<r, 3>, K<r, 4> }
+constexpr QkF32Fn kQkF32[kRowsPerKernel][4] = {
+    ATTN_QK_ROW(QkF32, 1), ATTN_QK_ROW(QkF32, 2), ATTN_QK_ROW(QkF32, 3),
+    ATTN_QK_ROW(QkF32, 4), ATTN_QK_ROW(QkF32, 5), ATTN_QK_ROW(QkF32, 6)};
+constexpr QkBf16Fn kQkBf16[kRowsPerKernel][4] = {
+    ATTN_QK_ROW(QkBf16, 1), ATTN_QK_ROW(QkBf16, 2), ATTN_QK_ROW(QkBf16, 3),
+    ATTN_QK_ROW(QkBf16, 4), ATTN_QK_ROW(QkBf16, 5), ATTN_QK_ROW(QkBf16, 6)};
+#undef ATTN_QK_ROW
+#define ATTN_PV_ROW(K, r) \
+  { K<r, 1>, K<r, 2>, K<r, 3>, K<r, 4> }
+constexpr PvF32Fn kPvF32[kRowsPerKernel][4] = {
+    ATTN_PV_ROW(PvF32, 1), ATTN_PV_ROW(PvF32, 2), ATTN_PV_ROW(PvF32, 3),
+    ATTN_PV_ROW(PvF32, 4), ATTN_PV_ROW(PvF32, 5), ATTN_PV_ROW(PvF32, 6)};
+constexpr PvBf16Fn kPvBf16[kRowsPerKernel][4] = {
+    ATTN_PV_ROW(PvBf16, 1), ATTN_PV_ROW(PvBf16, 2), ATTN_PV_ROW(PvBf16, 3),
+    ATTN_PV_ROW(PvBf16, 4), ATTN_PV_ROW(PvBf16, 5), ATTN_PV_ROW(PvBf16, 6)};
+#undef ATTN_PV_ROW
+
+// Online-softmax step for one tile row: updates m, l, returns the rescale
+// factor of the previous output and writes the probabilities (fp32 in
+// place, or bf16 to p16 when not null).
+float SoftmaxRow(float* row, int nc, float* m, float* l, uint16_t* p16) {
+  __m512 v[4];
+  __m512 vmax = _mm512_set1_ps(kNegInf);
+  for (int c = 0; c < nc; ++c) {
+    v[c] = _mm512_load_ps(row + 16 * c);
+    vmax = _mm512_max_ps(vmax, v[c]);
+  }
+  const float mx = _mm512_reduce_max_ps(vmax);
+  const float m_new = std::max(*m, mx);
+  if (m_new == kNegInf) {  // nothing attended yet
+    if (p16 != nullptr) {
+      std::memset(p16, 0, 16 * nc * sizeof(uint16_t));
+    } else {
+      std::memset(row, 0, 16 * nc * sizeof(float));
+    }
+    return 1.0f;
+  }
+  const float alpha = std::exp(*m - m_new);  // 0 when *m is -inf
+  const __m512 mn = _mm512_set1_ps(m_new);
+  __m512 vsum = _mm512_setzero_ps();
+  for (int c = 0; c < nc; ++c) {
+    v[c] = Exp512(_mm512_sub_ps(v[c], mn));
+    vsum = _mm512_add_ps(vsum, v[c]);
+  }
+  *l = *l * alpha + _mm512_reduce_add_ps(vsum);
+  *m = m_new;
+  if (p16 != nullptr) {
+    for (int c = 0; c < nc; c += 2) {
+      const __m512 hi = c + 1 < nc ? v[c + 1] : _mm512_setzero_ps();
+      _mm512_storeu_si512(p16 + 16 * c, (__m512i)_mm512_cvtne2ps_pbh(hi, v[c]));
+    }
+  } else {
+    for (int c = 0; c < nc; ++c) _mm512_store_ps(row + 16 * c, v[c]);
+  }
+  return alpha;
+}
+
+// One unit on the AVX-512 path.
+template <bool kBf16>
+void SimdUnit(const FlashSequence& s, const void* packed_k,
+              const uint16_t* packed_v, int64_t h, int64_t g, int64_t i0,
+              int64_t nq, int64_t hd, int64_t ctx_stride, const ThreadTiles& t,
+              bool write_mask) {
+  const int64_t hdp = (hd + 1) / 2 * 2;
+  float* const o_base = s.context + i0 * ctx_stride + h * hd;
+  int64_t max_limit = 0;
+  for (int64_t r = 0; r < nq; ++r) {
+    std::fill(o_base + r * ctx_stride, o_base + r * ctx_stride + hd, 0.0f);
+    t.m[r] = kNegInf;
+    t.l[r] = 0.0f;
+    t.limit[r] = RowLimit(s, i0 + r);
+    max_limit = std::max(max_limit, t.limit[r]);
+  }
+  const float* q_base = s.q + i0 * s.q_stride + h * hd;
+  if (kBf16) {
+    for (int64_t r = 0; r < nq; ++r) {
+      const float* q = q_base + r * s.q_stride;
+      uint16_t* q16 = t.q16 + r * hdp;
+      for (int64_t d = 0; d < hd; ++d) q16[d] = ToBf16(q[d]);
+      if (hdp != hd) q16[hd] = 0;
+    }
+  }
+  const bool explicit_mask = s.mask_kind != MaskKind::kNone;
+  const int64_t kblocks = CeilDiv(max_limit, BK);
+  const int64_t nkb_total = CeilDiv(s.kv_len, BK);
+  for (int64_t kb = 0; kb < kblocks; ++kb) {
+    const int64_t j0 = kb * BK;
+    // Columns of this tile that any row may attend, in whole vectors.
+    const int64_t nk = std::min(BK, max_limit - j0);
+    const int nc = static_cast<int>(CeilDiv(nk, 16));
+    // Scores.
+    for (int64_t r0 = 0; r0 < nq; r0 += kRowsPerKernel) {
+      const int rows =
+          static_cast<int>(std::min<int64_t>(kRowsPerKernel, nq - r0));
+      if (kBf16) {
+        const uint16_t* kp = static_cast<const uint16_t*>(packed_k) +
+                             (g * nkb_total + kb) * hdp * BK;
+        kQkBf16[rows - 1][nc - 1](t.q16 + r0 * hdp, hdp, kp, t.s + r0 * BK);
+      } else {
+        const float* kt = static_cast<const float*>(packed_k) +
+                          (g * nkb_total + kb) * hd * BK;
+        kQkF32[rows - 1][nc - 1](q_base + r0 * s.q_stride, s.q_stride, kt, hd,
+                                 t.s + r0 * BK);
+      }
+    }
+    // Masks, then the online softmax.
+    for (int64_t r = 0; r < nq; ++r) {
+      float* row = t.s + r * BK;
+      if (explicit_mask || j0 + 16 * nc > t.limit[r]) {
+        MaskTileRow(s, i0 + r, j0, t.limit[r], 16 * nc, row);
+      }
+      t.alpha[r] = SoftmaxRow(row, nc, &t.m[r], &t.l[r],
+                              kBf16 ? t.p16 + r * BK : nullptr);
+    }
+    // Output update: probabilities past max_limit are zero.
+    for (int64_t c0 = 0; c0 < hd; c0 += 64) {
+      const int64_t width = std::min<int64_t>(64, hd - c0);
+      const int nv = static_cast<int>(CeilDiv(width, 16));
+      const __mmask16 last = LaneMask(width - 16 * (nv - 1));
+      for (int64_t r0 = 0; r0 < nq; r0 += kRowsPerKernel) {
+        const int rows =
+            static_cast<int>(std::min<int64_t>(kRowsPerKernel, nq - r0));
+        float* o = o_base + r0 * ctx_stride + c0;
+        if (kBf16) {
+          const uint16_t* vp =
+              packed_v + (g * nkb_total + kb) * BK * hd + c0 * 2;
+          kPvBf16[rows - 1][nv - 1](t.p16 + r0 * BK, CeilDiv(nk, 2), vp, hd, o,
+                                    ctx_stride, t.alpha + r0, last);
+        } else {
+          const float* v = s.v + j0 * s.kv_stride + g * hd + c0;
+          kPvF32[rows - 1][nv - 1](t.s + r0 * BK, nk, v, s.kv_stride, o,
+                                   ctx_stride, t.alpha + r0, last);
+        }
+      }
+    }
+  }
+  // Normalise; rows that saw no key are zero.
+  for (int64_t r = 0; r < nq; ++r) {
+    float* o = o_base + r * ctx_stride;
+    const bool masked = t.l[r] == 0.0f;
+    if (write_mask) s.row_masked[i0 + r] = masked ? 1 : 0;
+    const float inv = masked ? 0.0f : 1.0f / t.l[r];
+    for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
+  }
+}
+
+// Packs K block kb of kv head g of `s`: fp32 transposed [hd][BK], or bf16
+// pairs [hdp/2][BK][2]; bf16 also packs V as [BK/2][hd][2]. Keys past
+// kv_len are zero.
+template <bool kBf16>
+void PackBlock(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
+               void* k_out, uint16_t* v_out) {
+  const int64_t j0 = kb * BK;
+  const int64_t nk = std::min(BK, s.kv_len - j0);
+  if (!kBf16) {
+    // Columns past nk are left undefined: their scores are masked to -inf
+    // before use, and P.V never reads them.
+    float* kt = static_cast<float*>(k_out);
+    for (int64_t c = 0; c < nk; ++c) {
+      const float* k = s.k + (j0 + c) * s.kv_stride + g * hd;
+      for (int64_t d = 0; d < hd; ++d) kt[d * BK + c] = k[d];
+    }
+    return;
+  }
+  const int64_t hdp = (hd + 1) / 2 * 2;
+  uint16_t* kp = static_cast<uint16_t*>(k_out);
+  // Whole vectors of keys; the pad keys are zero (P.V reads key pairs).
+  const int64_t width = std::min(BK, CeilDiv(nk, 16) * 16);
+  for (int64_t c = 0; c < width; ++c) {
+    const float* k = s.k + (j0 + c) * s.kv_stride + g * hd;
+    const float* v = s.v + (j0 + c) * s.kv_stride + g * hd;
+    for (int64_t d = 0; d < hdp; ++d) {
+      kp[((d / 2) * BK + c) * 2 + d % 2] =
+          (c < nk && d < hd) ? ToBf16(k[d]) : uint16_t{0};
+    }
+    for (int64_t d = 0; d < hd; ++d) {
+      v_out[((c / 2) * hd + d) * 2 + c % 2] =
+          c < nk ? ToBf16(v[d]) : uint16_t{0};
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+
+}  // namespace
+
+FlashCore::FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                     ComputeDType dtype)
+    : num_heads_(num_heads),
+      num_kv_heads_(num_kv_heads),
+      head_dim_(head_dim),
+      dtype_(dtype),
+      isa_(Isa::kScalar) {
+  const char* env = std::getenv("ATTN_KERNEL_ISA");
+  const std::string forced = env != nullptr ? env : "";
+  const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+  if (forced != "scalar" && isa >= dnnl::cpu_isa::avx512_core) {
+    // The vdpbf16ps core is opt-in: on the development CPU (Sapphire
+    // Rapids class, one vdpbf16ps port) it is slower than the fp32 FMA core
+    // because it adds bf16 packing without more FLOP/cycle; bf16 mode then
+    // keeps bf16 GEMMs for the projections and an fp32 core.
+    isa_ = dtype == ComputeDType::kBFloat16 &&
+                   isa >= dnnl::cpu_isa::avx512_core_bf16 &&
+                   forced == "avx512_bf16"
+               ? Isa::kAvx512Bf16
+               : Isa::kAvx512;
+  }
+}
+
+const char* FlashCore::isa() const {
+  switch (isa_) {
+    case Isa::kAvx512Bf16:
+      return "avx512_bf16";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kScalar:
+      break;
+  }
+  return "scalar";
+}
+
+absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
+  if (seqs.empty()) return absl::OkStatus();
+  const int64_t hd = head_dim_;
+  const int64_t hdp = (hd + 1) / 2 * 2;
+  const int64_t group = num_heads_ / num_kv_heads_;
+  const int64_t ctx_stride = num_heads_ * hd;
+  const bool bf16 = isa_ == Isa::kAvx512Bf16;
+  const bool simd = isa_ != Isa::kScalar;
+  const int threads = std::max(1, omp_get_max_threads());
+
+  // Scratch layout: units, packed K/V, per-thread tiles.
+  const int64_t n = static_cast<int64_t>(seqs.size());
+  int64_t num_units = 0;
+  int64_t max_kv = 0;
+  for (const FlashSequence& s : seqs) {
+    num_units += num_heads_ * CeilDiv(s.q_len, BQ);
+    max_kv = std::max(max_kv, s.kv_len);
+  }
+  const int64_t k_block = bf16 ? hdp * BK : hd * BK;
+  const int64_t v_block = bf16 ? BK * hd : 0;
+  ScratchLayout layout;
+  const size_t units_at = layout.Add<Unit>(num_units);
+  const size_t offsets_at = layout.Add<int64_t>(n + 1);
+  int64_t total_blocks = 0;
+  for (const FlashSequence& s : seqs) {
+    total_blocks += num_kv_heads_ * CeilDiv(s.kv_len, BK);
+  }
+  const size_t k_at = simd ? layout.Add<float>(total_blocks * k_block) : 0;
+  const size_t v_at = layout.Add<uint16_t>(total_blocks * v_block);
+  // Per-thread tiles (floats, each part 64-byte aligned); the scalar path
+  // uses the same space as one row of scores.
+  auto round16 = [](int64_t f) { return (f + 15) / 16 * 16; };
+  const int64_t p16_off = BQ * BK;
+  const int64_t q16_off = p16_off + round16(BQ * BK / 2);
+  const int64_t m_off = q16_off + round16((BQ * hdp + 1) / 2);
+  const int64_t limit_off = m_off + 3 * BQ;
+  const int64_t thread_stride =
+      round16(std::max(limit_off + 2 * BQ, max_kv + 16));
+  const size_t tiles_at = layout.Add<float>(threads * thread_stride);
+
+  ScratchPool::Lease arena = pool_.Acquire();
+  void* base = nullptr;
+  try {
+    base = arena->Reserve(layout.bytes());
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory allocating ", layout.bytes(),
+                     " bytes of attention scratch"));
+  }
+  Unit* units = ScratchLayout::At<Unit>(base, units_at);
+  int64_t* block_offset = ScratchLayout::At<int64_t>(base, offsets_at);
+  float* k_packed_f32 = ScratchLayout::At<float>(base, k_at);
+  uint16_t* k_packed_bf16 = ScratchLayout::At<uint16_t>(base, k_at);
+  uint16_t* v_packed = ScratchLayout::At<uint16_t>(base, v_at);
+  float* tiles = ScratchLayout::At<float>(base, tiles_at);
+
+  // Units, heaviest first (causal blocks near the end see more keys).
+  int64_t u = 0;
+  block_offset[0] = 0;
+  for (int64_t si = 0; si < n; ++si) {
+    const FlashSequence& s = seqs[si];
+    block_offset[si + 1] =
+        block_offset[si] + num_kv_heads_ * CeilDiv(s.kv_len, BK);
+    for (int64_t qb = 0; qb < CeilDiv(s.q_len, BQ); ++qb) {
+      const int64_t i0 = qb * BQ;
+      const int64_t nq = std::min(BQ, s.q_len - i0);
+      const int64_t limit = std::max(RowLimit(s, i0 + nq - 1), RowLimit(s, i0));
+      const int64_t cost = nq * (CeilDiv(limit, BK) + 1);
+      for (int64_t h = 0; h < num_heads_; ++h) {
+        units[u++] = Unit{static_cast<int32_t>(si), static_cast<int32_t>(h),
+                          static_cast<int32_t>(qb), cost};
+      }
+    }
+  }
+  std::stable_sort(units, units + num_units, [](const Unit& a, const Unit& b) {
+    return a.cost > b.cost;
+  });
+
+  if (simd) {
+    // Pack K (and V for bf16) once per call: [seq][kv head][block].
+    const int64_t blocks = block_offset[n];
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t si =
+          std::upper_bound(block_offset, block_offset + n + 1, b) -
+          block_offset - 1;
+      const FlashSequence& s = seqs[si];
+      const int64_t nkb = CeilDiv(s.kv_len, BK);
+      const int64_t local = b - block_offset[si];
+      const int64_t g = local / nkb;
+      const int64_t kb = local % nkb;
+      if (bf16) {
+        PackBlock<true>(s, g, kb, hd, k_packed_bf16 + b * k_block,
+                        v_packed + b * v_block);
+      } else {
+        PackBlock<false>(s, g, kb, hd, k_packed_f32 + b * k_block, nullptr);
+      }
+    }
+  }
+
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t ui = 0; ui < num_units; ++ui) {
+    const Unit& unit = units[ui];
+    const FlashSequence& s = seqs[unit.seq];
+    const int64_t h = unit.head;
+    const int64_t g = h / group;
+    const int64_t i0 = unit.qblock * BQ;
+    const int64_t nq = std::min(BQ, s.q_len - i0);
+    float* mine = tiles + omp_get_thread_num() * thread_stride;
+    if (!simd) {
+      ScalarUnit(s, h, g, i0, nq, hd, ctx_stride, mine, h == 0);
+      continue;
+    }
+    ThreadTiles t;
+    t.s = mine;
+    t.p16 = reinterpret_cast<uint16_t*>(mine + p16_off);
+    t.q16 = reinterpret_cast<uint16_t*>(mine + q16_off);
+    t.m = mine + m_off;
+    t.l = t.m + BQ;
+    t.alpha = t.l + BQ;
+    t.limit = reinterpret_cast<int64_t*>(mine + limit_off);
+    const int64_t first_block = block_offset[unit.seq];
+    if (bf16) {
+      SimdUnit<true>(s, k_packed_bf16 + first_block * k_block,
+                     v_packed + first_block * v_block, h, g, i0, nq, hd,
+                     ctx_stride, t, h == 0);
+    } else {
+      SimdUnit<false>(s, k_packed_f32 + first_block * k_block, nullptr, h, g,
+                      i0, nq, hd, ctx_stride, t, h == 0);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace attn::kernels::internal

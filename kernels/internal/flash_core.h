@@ -1,0 +1,84 @@
+// The tiled attention core with online softmax (flash-attention style): for
+// every sequence, head and block of kBlockQ query rows it walks key blocks of
+// kBlockK keys, keeping a running row max, row sum and the unnormalised
+// output, so the Sq x Sk score matrix is never materialised (memory is linear
+// in the sequence length). Causal and key-length limits skip every key block
+// that is fully masked. Any number of sequences of different lengths (the
+// ragged items of a dynamic batch) go through one call, parallelised with
+// OpenMP over (sequence, head, query block) units, heaviest first.
+//
+// Numerics: the default AVX-512 core is fp32 FMAs for both compute dtypes.
+// The bf16 core (ATTN_KERNEL_ISA=avx512_bf16 at construction, bf16 layers
+// only) rounds Q, K, V and the softmax probabilities to bf16 and accumulates
+// in fp32 with vdpbf16ps; it is opt-in because on the development CPU it is
+// slower than the fp32 core (see docs/notes/kernel-performance.md). Max, exp
+// and sums are fp32 always. The AVX-512 kernels are chosen at run time;
+// other CPUs (or ATTN_KERNEL_ISA=scalar, used by the tests) get a portable
+// scalar path with the same semantics.
+// Internal: not part of the public API.
+//
+// Thread-safety: Forward() is const and may be called concurrently (the
+// scratch pool is internally synchronized). Each call runs an OpenMP team of
+// omp_get_max_threads() of the calling thread.
+#ifndef ATTNSERVE_KERNELS_INTERNAL_FLASH_CORE_H_
+#define ATTNSERVE_KERNELS_INTERNAL_FLASH_CORE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "kernels/attention.h"
+#include "kernels/internal/scratch_arena.h"
+
+namespace attn::kernels::internal {
+
+// One sequence (one batch row of one request) for the core.
+struct FlashSequence {
+  const float* q = nullptr;  // token 0, head 0 (already scaled)
+  const float* k = nullptr;  // token 0, kv head 0
+  const float* v = nullptr;  // token 0, kv head 0
+  int64_t q_stride = 0;      // floats between consecutive query tokens
+  int64_t kv_stride = 0;     // floats between consecutive key/value tokens
+  float* context = nullptr;  // [q_len, H * head_dim], dense rows
+  int64_t q_len = 0;
+  int64_t kv_len = 0;
+  // Keys j >= key_limit are masked (kv_len when there are no key lengths).
+  int64_t key_limit = 0;
+  // Row i attends to keys j <= i + (kv_len - q_len).
+  bool causal = false;
+  MaskKind mask_kind = MaskKind::kNone;
+  const void* mask = nullptr;     // this sequence's [q_len, kv_len] mask
+  uint8_t* row_masked = nullptr;  // [q_len] out: 1 if every key is masked
+};
+
+class FlashCore {
+ public:
+  static constexpr int64_t kBlockQ = 64;
+  static constexpr int64_t kBlockK = 64;
+
+  // REQUIRES: all > 0, num_heads % num_kv_heads == 0.
+  FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+            ComputeDType dtype);
+
+  // Computes the context of every sequence; rows whose keys are all masked
+  // get zero context and row_masked = 1. REQUIRES: sequences valid (shapes
+  // checked by the caller, key_limit in [0, kv_len]).
+  absl::Status Forward(absl::Span<const FlashSequence> seqs) const;
+
+  // "avx512_bf16", "avx512" or "scalar": the kernels this object runs.
+  const char* isa() const;
+
+ private:
+  enum class Isa { kScalar, kAvx512, kAvx512Bf16 };
+
+  const int64_t num_heads_;
+  const int64_t num_kv_heads_;
+  const int64_t head_dim_;
+  const ComputeDType dtype_;
+  Isa isa_;
+  mutable ScratchPool pool_;
+};
+
+}  // namespace attn::kernels::internal
+
+#endif  // ATTNSERVE_KERNELS_INTERNAL_FLASH_CORE_H_
