@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "oneapi/dnnl/dnnl.hpp"
@@ -41,28 +42,9 @@ struct VersionSeries {
 }  // namespace metrics_internal
 namespace {
 
+// gRPC status codes 0..16 (OK .. UNAUTHENTICATED); absl's code space and
+// names (absl::StatusCodeToString) are gRPC's.
 constexpr int kNumCodes = 17;
-
-// gRPC's canonical code names (as grpc-go and grpc-java label them).
-constexpr const char* kCodeNames[kNumCodes] = {
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-};
 
 // Latency buckets, seconds: 50 us to 10 s, about three per decade.
 prometheus::Histogram::BucketBoundaries LatencyBuckets() {
@@ -197,8 +179,10 @@ ServerMetrics::ServerMetrics(
 
   auto add_requests = [&](const std::string& label, NameSeries* s) {
     for (int c = 0; c < kNumCodes; ++c) {
-      s->requests[c] =
-          &requests.Add({{"model", label}, {"code", kCodeNames[c]}});
+      s->requests[c] = &requests.Add(
+          {{"model", label},
+           {"code",
+            absl::StatusCodeToString(static_cast<absl::StatusCode>(c))}});
     }
   };
   unknown_ = std::make_unique<NameSeries>();

@@ -29,7 +29,7 @@ struct Report {
 constexpr int kJsonSchemaVersion = 1;
 
 // "OK", "NOT_FOUND", ... for grpc::StatusCode values 0..16.
-const char* StatusCodeName(int code);
+std::string StatusCodeName(int code);
 
 std::string TableText(const Report& report);
 std::string JsonText(const Report& report);

@@ -3,30 +3,16 @@
 #include <cstring>
 #include <fstream>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "client/loadgen/report.h"
 
 namespace attn::loadgen {
 
-const char* StatusCodeName(int code) {
-  static const char* const kNames[kNumStatusCodes] = {"OK",
-                                                      "CANCELLED",
-                                                      "UNKNOWN",
-                                                      "INVALID_ARGUMENT",
-                                                      "DEADLINE_EXCEEDED",
-                                                      "NOT_FOUND",
-                                                      "ALREADY_EXISTS",
-                                                      "PERMISSION_DENIED",
-                                                      "RESOURCE_EXHAUSTED",
-                                                      "FAILED_PRECONDITION",
-                                                      "ABORTED",
-                                                      "OUT_OF_RANGE",
-                                                      "UNIMPLEMENTED",
-                                                      "INTERNAL",
-                                                      "UNAVAILABLE",
-                                                      "DATA_LOSS",
-                                                      "UNAUTHENTICATED"};
-  return code >= 0 && code < kNumStatusCodes ? kNames[code] : "UNKNOWN";
+std::string StatusCodeName(int code) {
+  // gRPC's code space is absl's, and absl names the codes as gRPC does.
+  if (code < 0 || code >= kNumStatusCodes) return "UNKNOWN";
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
 }
 
 double QuantileUs(const LatencyHistogram& h, double q) {
