@@ -1,7 +1,9 @@
 #include "server/batcher.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -18,6 +20,34 @@ int64_t ToMicros(absl::Duration d) {
 
 std::string ModelLabel(const Model& model) {
   return absl::StrCat("model '", model.name, "' version ", model.version);
+}
+
+int64_t MaxBatchRequests(const Model& model) {
+  return std::max<int64_t>(1, model.config.batching.max_batch_requests);
+}
+
+// Why a queued task must not be computed at `now`: CANCELLED,
+// DEADLINE_EXCEEDED, or OK (compute it).
+absl::Status DropStatus(const BatchTask& task, absl::Time enqueued,
+                        absl::Time now) {
+  const Model& model = *task.job.model;
+  if (task.cancelled != nullptr && task.cancelled->load()) {
+    return absl::CancelledError(
+        absl::StrCat("request for ", ModelLabel(model),
+                     " was cancelled by the client before compute"));
+  }
+  absl::Time deadline = task.deadline;
+  const int64_t timeout_us = model.config.batching.default_timeout_us;
+  if (timeout_us > 0) {
+    deadline = std::min(deadline, enqueued + absl::Microseconds(timeout_us));
+  }
+  if (now >= deadline) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "request for ", ModelLabel(model), " waited ", ToMicros(now - enqueued),
+        " us in the queue and passed its deadline before compute (it was not "
+        "computed); raise the deadline or reduce load"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -90,19 +120,62 @@ int64_t Batcher::InFlightTasks() const {
   return total_queued_ + running_;
 }
 
-Batcher::Entry Batcher::PopNextLocked() {
+Batcher::ModelQueue* Batcher::NextQueueLocked() {
   for (size_t tried = 0; tried < queues_.size(); ++tried) {
     const size_t i = (next_queue_ + tried) % queues_.size();
-    std::deque<Entry>& entries = queues_[i]->entries;
-    if (entries.empty()) continue;
-    Entry e = std::move(entries.front());
+    if (queues_[i]->entries.empty()) continue;
+    next_queue_ = (i + 1) % queues_.size();
+    return queues_[i].get();
+  }
+  return nullptr;  // unreachable when total_queued_ > 0
+}
+
+void Batcher::TakeLocked(ModelQueue* queue, Batch* batch, absl::Time now) {
+  const Model& model = *queue->model;
+  const int64_t max_requests = MaxBatchRequests(model);
+  const int64_t max_tokens = model.config.batching.max_batch_tokens;
+  std::deque<Entry>& entries = queue->entries;
+  while (!entries.empty()) {
+    Entry& head = entries.front();
+    if (!DropStatus(head.task, head.enqueued, now).ok()) {
+      batch->dropped.push_back(std::move(head));
+    } else {
+      const int64_t tokens = head.task.job.tokens();
+      if (static_cast<int64_t>(batch->entries.size()) >= max_requests ||
+          (!batch->entries.empty() && batch->tokens + tokens > max_tokens)) {
+        batch->full = true;
+        return;
+      }
+      batch->tokens += tokens;
+      batch->entries.push_back(std::move(head));
+    }
     entries.pop_front();
     --total_queued_;
-    next_queue_ = (i + 1) % queues_.size();
-    return e;
   }
-  // Unreachable when total_queued_ > 0.
-  return Entry{};
+  if (static_cast<int64_t>(batch->entries.size()) >= max_requests ||
+      batch->tokens >= max_tokens) {
+    batch->full = true;
+  }
+}
+
+void Batcher::WaitToFillLocked(ModelQueue* queue, Batch* batch) {
+  const int64_t delay_us = queue->model->config.batching.max_queue_delay_us;
+  if (delay_us <= 0) return;
+  while (!batch->full && !batch->entries.empty() && !stopping_ &&
+         total_queued_ == 0) {
+    // Wait for a task of this model, a task of another model (then stop
+    // waiting: do not hold the cores while it waits) or Shutdown().
+    const absl::Time deadline =
+        batch->entries.front().enqueued + absl::Microseconds(delay_us);
+    auto more = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return total_queued_ > 0 || stopping_;
+    };
+    if (!clock_->AwaitWithDeadline(&mu_, absl::Condition(&more), deadline)) {
+      return;  // the oldest task has waited max_queue_delay_us
+    }
+    if (queue->entries.empty()) return;  // another model's work or shutdown
+    TakeLocked(queue, batch, clock_->Now());
+  }
 }
 
 void Batcher::ExecutorLoop() {
@@ -111,82 +184,107 @@ void Batcher::ExecutorLoop() {
   // is the thread count each kernel call uses.
   omp_set_num_threads(threads_);
 #endif
+  bool after_batch = false;  // the previous iteration ran a batch
   for (;;) {
-    Entry entry;
+    Batch batch;
     {
       absl::MutexLock lock(&mu_);
+      // Idle: nothing queued when the executor came back for work (or it
+      // just started); then the first task(s) to arrive are dispatched at
+      // once. Not idle: tasks queued while the previous batch ran.
+      const bool idle = !after_batch || total_queued_ == 0;
       while (total_queued_ == 0 && !stopping_) work_cv_.Wait(&mu_);
       if (total_queued_ == 0) return;  // stopping and drained
-      entry = PopNextLocked();
-      running_ = 1;
+      ModelQueue* queue = NextQueueLocked();
+      batch.model = queue->model;
+      TakeLocked(queue, &batch, clock_->Now());
+      // An idle executor dispatches at once; one that was busy while these
+      // tasks queued may wait (bounded) for the batch to fill.
+      if (!idle) WaitToFillLocked(queue, &batch);
+      running_ =
+          static_cast<int64_t>(batch.entries.size() + batch.dropped.size());
     }
-    Run(std::move(entry));
+    Run(std::move(batch));
+    after_batch = true;
     absl::MutexLock lock(&mu_);
     running_ = 0;
   }
 }
 
-void Batcher::Run(Entry entry) {
-  BatchTask& task = entry.task;
-  const Model& model = *task.job.model;
+void Batcher::Drop(Entry& entry, absl::Status status, absl::Time now) {
   AttentionResult result;
-  const absl::Time start = clock_->Now();
-  result.timing.queue_us = ToMicros(start - entry.enqueued);
-  if (observer_ != nullptr) {
-    observer_->TaskDequeued(model, start - entry.enqueued);
-  }
+  result.timing.queue_us = ToMicros(now - entry.enqueued);
+  entry.task.done(std::move(status), std::move(result));
+}
 
-  absl::Time deadline = task.deadline;
-  const int64_t timeout_us = model.config.batching.default_timeout_us;
-  if (timeout_us > 0) {
-    deadline =
-        std::min(deadline, entry.enqueued + absl::Microseconds(timeout_us));
+void Batcher::Run(Batch batch) {
+  const Model& model = *batch.model;
+  absl::Time start = clock_->Now();
+  for (Entry& entry : batch.dropped) {
+    if (observer_ != nullptr) {
+      observer_->TaskDequeued(model, start - entry.enqueued);
+    }
+    Drop(entry, DropStatus(entry.task, entry.enqueued, start), start);
   }
-  if (task.cancelled != nullptr && task.cancelled->load()) {
-    task.done(absl::CancelledError(
-                  absl::StrCat("request for ", ModelLabel(model),
-                               " was cancelled by the client before compute")),
-              std::move(result));
-    return;
+  if (!batch.dropped.empty()) start = clock_->Now();
+  // Tasks may have expired or been cancelled while the batch formed.
+  std::vector<Entry> entries;
+  entries.reserve(batch.entries.size());
+  int64_t tokens = 0;
+  for (Entry& entry : batch.entries) {
+    if (observer_ != nullptr) {
+      observer_->TaskDequeued(model, start - entry.enqueued);
+    }
+    absl::Status drop = DropStatus(entry.task, entry.enqueued, start);
+    if (!drop.ok()) {
+      Drop(entry, std::move(drop), start);
+      continue;
+    }
+    tokens += entry.task.job.tokens();
+    entries.push_back(std::move(entry));
   }
-  if (start >= deadline) {
-    task.done(absl::DeadlineExceededError(absl::StrCat(
-                  "request for ", ModelLabel(model), " waited ",
-                  result.timing.queue_us,
-                  " us in the queue and passed its deadline before compute (it "
-                  "was not computed); raise the deadline or reduce load")),
-              std::move(result));
-    return;
-  }
+  if (entries.empty()) return;
 
-  const AttentionJob& job = task.job;
-  if (model.kernel == nullptr) {
-    task.done(absl::InternalError(
-                  absl::StrCat(ModelLabel(model), " has no loaded kernel")),
-              std::move(result));
-    return;
+  const int64_t d_model = model.attention.d_model;
+  std::vector<AttentionResult> results(entries.size());
+  std::vector<kernels::AttentionInput> inputs;
+  std::vector<kernels::AttentionOutput> outputs;
+  inputs.reserve(entries.size());
+  outputs.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const AttentionJob& job = entries[i].task.job;
+    AttentionResult& result = results[i];
+    result.output.resize(job.batch * job.q_len * d_model);
+    if (job.return_weights) {
+      result.weights.resize(job.batch * model.attention.num_heads * job.q_len *
+                            job.kv_len);
+    }
+    inputs.push_back(job.MakeKernelInput());
+    kernels::AttentionOutput out;
+    out.output = result.output.data();
+    out.weights = job.return_weights ? result.weights.data() : nullptr;
+    outputs.push_back(out);
   }
-  result.output.resize(job.batch * job.q_len * model.attention.d_model);
-  if (job.return_weights) {
-    result.weights.resize(job.batch * model.attention.num_heads * job.q_len *
-                          job.kv_len);
-  }
-  kernels::AttentionOutput out;
-  out.output = result.output.data();
-  out.weights = job.return_weights ? result.weights.data() : nullptr;
-  absl::Status status = model.kernel->Forward(job.MakeKernelInput(), out);
+  absl::Status status = model.kernel == nullptr
+                            ? absl::InternalError(absl::StrCat(
+                                  ModelLabel(model), " has no loaded kernel"))
+                            : model.kernel->ForwardBatch(inputs, outputs);
   const absl::Duration compute = clock_->Now() - start;
-  result.timing.compute_us = ToMicros(compute);
-  result.timing.batch_requests = 1;
   if (observer_ != nullptr) {
-    observer_->BatchComputed(model, /*requests=*/1, job.tokens(), compute,
-                             status);
+    observer_->BatchComputed(model, static_cast<int64_t>(entries.size()),
+                             tokens, compute, status);
   }
-  if (!status.ok()) {
-    result.output.clear();
-    result.weights.clear();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    AttentionResult& result = results[i];
+    result.timing.queue_us = ToMicros(start - entries[i].enqueued);
+    result.timing.compute_us = ToMicros(compute);
+    result.timing.batch_requests = static_cast<int32_t>(entries.size());
+    if (!status.ok()) {
+      result.output.clear();
+      result.weights.clear();
+    }
+    entries[i].task.done(status, std::move(result));
   }
-  task.done(std::move(status), std::move(result));
 }
 
 }  // namespace attn::server

@@ -16,17 +16,41 @@
 // Compute is serialised; models are served round-robin so that one busy
 // model cannot starve another.
 //
-// Before compute, a task is dropped (never computed) when
+// Dynamic batching (per model version; BatchingOptions in config.json):
+// tasks of the SAME Model object -- one name and version, hence one
+// compute_dtype; every request was decoded to fp32 before it was queued --
+// are merged into one MultiHeadAttention::ForwardBatch call (projections
+// over all tokens, ragged; attention core per sequence). Tasks of different
+// models or versions are never merged. Batch formation, when the executor
+// is free:
+//   1. It takes the next non-empty queue (round-robin) and moves tasks from
+//      its head, in FIFO order, while the batch holds fewer than
+//      max_batch_requests tasks and the next task's tokens (B*Sq) fit in
+//      max_batch_tokens. A task larger than max_batch_tokens runs alone.
+//   2. If the executor was IDLE -- it found no task queued when it finished
+//      its previous batch (or had just started) and waited for one -- the
+//      batch is dispatched at once: no latency is ever added to a request
+//      that finds the executor free.
+//   3. Otherwise (the tasks queued while the executor computed), if
+//      max_queue_delay_us > 0, the batch is below both limits and the queue
+//      is now empty, the executor waits for more tasks of this model until
+//      the OLDEST task in the batch has waited max_queue_delay_us since it
+//      was submitted -- never longer, and not at all if that time already
+//      passed. The wait ends early when the batch fills, when another model
+//      has work, or at Shutdown(). With max_queue_delay_us == 0 it never
+//      waits.
+// Batching off is max_batch_requests 1, max_queue_delay_us 0.
+//
+// A task is dropped (never computed), both when a batch is formed and again
+// just before the kernel call, when
 //   * its cancellation flag is set                 -> CANCELLED, or
 //   * its deadline has passed: the earlier of the client deadline and
 //     submit time + batching.default_timeout_us (when > 0)
 //                                                  -> DEADLINE_EXCEEDED.
-//
-// In this version each task is one kernel call (timing.batch_requests == 1);
-// the per-model BatchingOptions (max_batch_tokens, max_batch_requests,
-// max_queue_delay_us) are carried so that merging several tasks into one
-// ragged kernel call fits later without changing this interface. Only
-// max_queue_size and default_timeout_us are used now.
+// Each computed task's timing: queue_us = its own submit -> kernel call
+// start; compute_us = the batch's kernel call; batch_requests = tasks in
+// that call. A failing kernel call fails every task of its batch with the
+// same status.
 //
 // Thread-safety: Submit() and Shutdown() may be called from any thread
 // concurrently. `done` callbacks run on the executor thread, one at a time;
@@ -107,7 +131,7 @@ class Batcher {
 
   // Tasks queued (not yet started) for all models. For tests and metrics.
   int64_t QueuedTasks() const;
-  // Tasks accepted and not yet completed (queued + the one running).
+  // Tasks accepted and not yet completed (queued + the running batch).
   int64_t InFlightTasks() const;
 
   // Implementation details follow. API users need not read.
@@ -124,12 +148,32 @@ class Batcher {
     std::shared_ptr<const Model> model;
     std::deque<Entry> entries;
   };
+  // Tasks of one model taken from its queue, in FIFO order.
+  struct Batch {
+    std::shared_ptr<const Model> model;
+    std::vector<Entry> entries;  // to compute
+    std::vector<Entry> dropped;  // cancelled or expired while queued
+    int64_t tokens = 0;          // sum of entries' tokens()
+    bool full = false;           // a limit stopped the batch from growing
+  };
 
   void ExecutorLoop();
-  // Pops the next task round-robin. REQUIRES: total_queued_ > 0.
-  Entry PopNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops or computes one task, then calls its `done`.
-  void Run(Entry entry);
+  // The next non-empty queue, round-robin. REQUIRES: total_queued_ > 0.
+  ModelQueue* NextQueueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves tasks from the head of `queue` into `batch` up to the limits
+  // (step 1 of batch formation); cancelled/expired ones go to
+  // batch->dropped.
+  void TakeLocked(ModelQueue* queue, Batch* batch, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Step 3 of batch formation: waits for more tasks of `queue` while the
+  // policy allows, taking them into `batch`.
+  void WaitToFillLocked(ModelQueue* queue, Batch* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Completes the dropped tasks, drops those that expired meanwhile, runs
+  // one ForwardBatch over the rest and calls every task's `done`.
+  void Run(Batch batch);
+  // Calls `entry`'s done with the drop status (cancelled/expired).
+  void Drop(Entry& entry, absl::Status status, absl::Time now);
 
   const int threads_;
   Clock* const clock_;
@@ -142,7 +186,7 @@ class Batcher {
   std::map<const Model*, ModelQueue*> queue_index_ ABSL_GUARDED_BY(mu_);
   size_t next_queue_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t total_queued_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t running_ ABSL_GUARDED_BY(mu_) = 0;  // 0 or 1
+  int64_t running_ ABSL_GUARDED_BY(mu_) = 0;  // tasks in the running batch
 
   absl::Mutex join_mu_;  // serialises Shutdown() callers around join()
   std::thread thread_;

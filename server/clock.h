@@ -6,6 +6,7 @@
 #ifndef ATTNSERVE_SERVER_CLOCK_H_
 #define ATTNSERVE_SERVER_CLOCK_H_
 
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -19,6 +20,17 @@ class Clock {
 
   // The current time, comparable with gRPC deadlines (wall clock).
   virtual absl::Time Now() const = 0;
+
+  // Blocks until `condition` holds or Now() >= `deadline`, whichever comes
+  // first, releasing `mu` meanwhile; returns the condition's value. Lets the
+  // batcher wait for a batch to fill on this clock's time (a fake clock makes
+  // that wait deterministic). Default: mu->AwaitWithDeadline (wall clock).
+  // REQUIRES: `mu` is held by the caller.
+  virtual bool AwaitWithDeadline(absl::Mutex* mu,
+                                 const absl::Condition& condition,
+                                 absl::Time deadline) const {
+    return mu->AwaitWithDeadline(condition, deadline);
+  }
 
   // The process-wide real clock (absl::Now()). Never deleted; thread-safe.
   static Clock* Real();

@@ -27,9 +27,9 @@ struct BatchingOptions {
   // Most requests merged into one kernel call. Default: 64. 1 turns merging
   // off.
   int64_t max_batch_requests = 64;
-  // How long the first request of a batch may wait for others when the
-  // executor is busy. Default: 500 µs, small against a gRPC round trip. 0
-  // never waits.
+  // How long a batch formed while the executor was busy may wait to fill,
+  // measured from its oldest request's arrival; an idle executor never
+  // waits. Default: 500 µs, small against a gRPC round trip. 0 never waits.
   int64_t max_queue_delay_us = 500;
   // Requests waiting per model; past it Attend answers UNAVAILABLE
   // (retryable). Default: 1024.

@@ -29,6 +29,9 @@ class BadInputsTest(unittest.TestCase):
         cls.mha = make_mha(1)
         exporter.export_module(cls.mha, cls.tmp.name, "mha64", version=1,
                                config_extra={"max_sequence_length": MAX_SEQ})
+        # Same weights, default sequence limit: for requests that take
+        # milliseconds to compute.
+        exporter.export_module(cls.mha, cls.tmp.name, "mha64long", version=1)
         cls.server = h.ServerProcess(cls.tmp.name)
         cls.target = cls.server.start()
         cls.client = attnserve.Client(cls.target)
@@ -193,8 +196,11 @@ class BadInputsTest(unittest.TestCase):
         self.assertEqual(out.shape, (1, MAX_SEQ, D))
 
     def test_client_deadline_exceeded(self):
+        # gRPC keeps deadlines at millisecond granularity, so a 1 us timeout
+        # may leave the server up to ~1 ms; the request computes for far
+        # longer (4 x 2048 tokens), so the answer can never arrive in time.
         self.assertCode(grpc.StatusCode.DEADLINE_EXCEEDED, self.client.attend,
-                        self.x(4, MAX_SEQ, D), model="mha64", timeout=1e-6)
+                        self.x(4, 2048, D), model="mha64long", timeout=1e-6)
 
     # -- and the server still answers correctly ------------------------------
 

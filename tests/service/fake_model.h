@@ -1,5 +1,6 @@
 // Models with a fake kernel, for batcher and validation tests (no oneDNN):
-// the kernel records each call, can be held at a gate, and writes
+// the kernel records each call (a ForwardBatch call is ONE call, logged with
+// its item count), can be held at a gate, can be told to fail, and writes
 // output = query (so results are checkable) and uniform weights.
 #ifndef ATTNSERVE_TESTS_SERVICE_FAKE_MODEL_H_
 #define ATTNSERVE_TESTS_SERVICE_FAKE_MODEL_H_
@@ -8,7 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/status_macros.h"
 #include "kernels/attention.h"
 #include "server/model_repository.h"
 
@@ -36,12 +40,24 @@ class KernelLog {
     absl::MutexLock lock(&mu_);
     return calls_;
   }
+  // Items (requests) of each call, in call order (1 for Forward()).
+  std::vector<size_t> call_items() const {
+    absl::MutexLock lock(&mu_);
+    return call_items_;
+  }
+  // Kernel calls from now on return `status` (OK: compute normally).
+  void SetStatus(absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    status_ = std::move(status);
+  }
 
-  // Called by FakeKernel.
-  void EnterAndWait(const std::string& tag) {
+  // Called by FakeKernel; returns the status the call must return.
+  absl::Status EnterAndWait(const std::string& tag, size_t items = 1) {
     absl::MutexLock lock(&mu_);
     calls_.push_back(tag);
+    call_items_.push_back(items);
     mu_.Await(absl::Condition(&open_));
+    return status_;
   }
 
  private:
@@ -52,6 +68,8 @@ class KernelLog {
   mutable absl::Mutex mu_;
   bool open_ ABSL_GUARDED_BY(mu_) = true;
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
+  std::vector<size_t> call_items_ ABSL_GUARDED_BY(mu_);
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
   size_t awaited_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
@@ -63,7 +81,24 @@ class FakeKernel final : public kernels::MultiHeadAttention {
 
   absl::Status Forward(const kernels::AttentionInput& in,
                        const kernels::AttentionOutput& out) const override {
-    if (log_ != nullptr) log_->EnterAndWait(tag_);
+    if (log_ != nullptr) ATTN_RETURN_IF_ERROR(log_->EnterAndWait(tag_));
+    Compute(in, out);
+    return absl::OkStatus();
+  }
+  absl::Status ForwardBatch(
+      absl::Span<const kernels::AttentionInput> inputs,
+      absl::Span<const kernels::AttentionOutput> outputs) const override {
+    if (log_ != nullptr) {
+      ATTN_RETURN_IF_ERROR(log_->EnterAndWait(tag_, inputs.size()));
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) Compute(inputs[i], outputs[i]);
+    return absl::OkStatus();
+  }
+  const kernels::AttentionConfig& config() const override { return config_; }
+
+ private:
+  void Compute(const kernels::AttentionInput& in,
+               const kernels::AttentionOutput& out) const {
     const int64_t n = in.batch * in.q_len * config_.d_model;
     for (int64_t i = 0; i < n; ++i) out.output[i] = in.query[i];
     if (out.weights != nullptr) {
@@ -72,25 +107,23 @@ class FakeKernel final : public kernels::MultiHeadAttention {
         out.weights[i] = 1.0f / static_cast<float>(in.kv_len);
       }
     }
-    return absl::OkStatus();
   }
-  const kernels::AttentionConfig& config() const override { return config_; }
 
- private:
   kernels::AttentionConfig config_;
   std::string tag_;
   KernelLog* log_;
 };
 
 // A model named `name` (d_model 8, 2 heads) whose kernel logs to `log`
-// (may be null).
+// (may be null) under the tag `name`, or "name@vN" when version != 1.
 inline std::shared_ptr<const Model> MakeFakeModel(
     const std::string& name, KernelLog* log,
     const BatchingOptions& batching = BatchingOptions(), int64_t d_model = 8,
-    int64_t num_heads = 2, int64_t max_sequence_length = 64) {
+    int64_t num_heads = 2, int64_t max_sequence_length = 64,
+    int64_t version = 1) {
   auto model = std::make_shared<Model>();
   model->name = name;
-  model->version = 1;
+  model->version = version;
   model->source = "<fake>";
   model->config.num_heads = num_heads;
   model->config.max_sequence_length = max_sequence_length;
@@ -100,7 +133,9 @@ inline std::shared_ptr<const Model> MakeFakeModel(
   model->attention.num_kv_heads = num_heads;
   model->attention.head_dim = d_model / num_heads;
   model->attention.scale = 1.0f;
-  model->kernel = std::make_unique<FakeKernel>(model->attention, name, log);
+  const std::string tag =
+      version == 1 ? name : name + "@v" + std::to_string(version);
+  model->kernel = std::make_unique<FakeKernel>(model->attention, tag, log);
   return model;
 }
 
