@@ -24,7 +24,7 @@ and prints every figure: requests/s, p50/p99, the mean batch size seen by a
 request (loadgen's timing.batch_requests mean) and the mean requests per
 kernel call (the server's attn_batch_requests histogram: sum / count).
 
-  bench/batching_gain.py --build build-batch [--duration 3] [--threads 1]
+  bench/batching_gain.py --build build [--duration 3] [--threads 1]
       [--json out.json]
 
 --threads (attn_server --threads and attn_bench --threads, always the same)

@@ -48,13 +48,7 @@ class ClosedLoopDriver final : public LoadDriver, public SlotListener {
       absl::MutexLock l(&mu_);
       mu_.Await(absl::Condition(&idle));  // cancelled calls end promptly
     }
-    for (auto& slot : slots_) slot->Shutdown();
-    for (auto& slot : slots_) {
-      if (!slot->WaitDone(absl::Now() + absl::Seconds(10))) {
-        slot->Cancel();
-        slot->WaitDone(absl::InfiniteFuture());
-      }
-    }
+    ShutdownSlots(slots_);
   }
 
   void OnComplete(Slot* slot, CallOutcome outcome) override {

@@ -53,13 +53,7 @@ class OpenLoopDriver final : public LoadDriver, public SlotListener {
       absl::MutexLock l(&mu_);
       mu_.Await(absl::Condition(&drained));
     }
-    for (auto& slot : all_) slot->Shutdown();
-    for (auto& slot : all_) {
-      if (!slot->WaitDone(absl::Now() + absl::Seconds(10))) {
-        slot->Cancel();
-        slot->WaitDone(absl::InfiniteFuture());
-      }
-    }
+    ShutdownSlots(all_);
   }
 
   void OnComplete(Slot* slot, CallOutcome outcome) override {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "attn/v1/attention.grpc.pb.h"
@@ -67,6 +68,10 @@ std::unique_ptr<Slot> MakeUnarySlot(v1::AttentionService::Stub* stub,
 // Opens the stream at once.
 std::unique_ptr<Slot> MakeStreamSlot(v1::AttentionService::Stub* stub,
                                      SlotListener* listener);
+
+// Ends every slot: half-closes streams and waits for them (a slot still
+// running after 10 s is cancelled, then waited for).
+void ShutdownSlots(const std::vector<std::unique_ptr<Slot>>& slots);
 
 }  // namespace attn::loadgen
 
