@@ -2,6 +2,8 @@
 
 #include <immintrin.h>
 #include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -79,6 +81,7 @@ struct ThreadTiles {
   float* l;        // [BQ] running sum
   float* alpha;    // [BQ] rescale of this step
   int64_t* limit;  // [BQ] row limits
+  float* pv;       // [BQ][hd] P.V of one key block (AMX)
 };
 
 // ---------------------------------------------------------------------------
@@ -128,6 +131,7 @@ void ScalarUnit(const FlashSequence& s, int64_t h, int64_t g, int64_t i0,
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (_mm512_undefined_*).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")
 
 // exp(x) for 16 lanes; lanes with x < -87 (including -inf) give exactly 0.
@@ -373,10 +377,182 @@ float SoftmaxRow(float* row, int nc, float* m, float* l, uint16_t* p16) {
   return alpha;
 }
 
+// ---------------------------------------------------------------------------
+// AMX bf16 tile kernels (Sapphire Rapids and later). Every tile register is
+// configured as 16 rows x 64 bytes: A = 16 rows x 32 bf16, B = 16 key (or
+// dim) pairs x 16 columns x 2 bf16 (the VNNI layout of the packed K and V
+// blocks), C = 16 x 16 fp32. Work goes in 32 x 32 output blocks: C tiles
+// 0-3, A tiles 4-5, B tiles 6-7.
+#pragma GCC push_options
+#pragma GCC target("amx-tile,amx-bf16")
+
+struct alignas(64) TileConfig {
+  uint8_t palette;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Every tile 16 rows x 64 bytes. A constant in memory: GCC's ldtilecfg is
+// inline asm without a memory input, so stores to a local could be dropped.
+constexpr TileConfig kTileConfig = {1,
+                                    0,
+                                    {},
+                                    {64, 64, 64, 64, 64, 64, 64, 64},
+                                    {16, 16, 16, 16, 16, 16, 16, 16}};
+
+// GCC's tile load/store intrinsics are inline asm without memory operands:
+// the kernels are kept out of line and fenced with compiler memory barriers
+// so that the buffers they read and write are never cached in registers.
+inline void CompilerBarrier() { asm volatile("" ::: "memory"); }
+
+void AmxConfigure() { _tile_loadconfig(&kTileConfig); }
+
+void AmxRelease() { _tile_release(); }
+
+// s[32 * row_pairs][32 * col_pairs] (row stride BK) = q16 . kp, with q16
+// [rows][hd] bf16 and kp packed [hd/2][BK][2]. REQUIRES: hd % 32 == 0.
+__attribute__((noinline)) void QkAmx(const uint16_t* q16, int64_t hd,
+                                     const uint16_t* kp, int row_pairs,
+                                     int col_pairs, float* s) {
+  CompilerBarrier();
+  for (int rp = 0; rp < row_pairs; ++rp) {
+    const uint16_t* a0 = q16 + rp * 32 * hd;
+    const uint16_t* a1 = a0 + 16 * hd;
+    for (int cp = 0; cp < col_pairs; ++cp) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int64_t k = 0; k < hd; k += 32) {
+        _tile_loadd(4, a0 + k, hd * 2);
+        _tile_loadd(5, a1 + k, hd * 2);
+        const uint16_t* b = kp + k * BK + cp * 64;
+        _tile_loadd(6, b, BK * 4);
+        _tile_loadd(7, b + 32, BK * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      float* c = s + rp * 32 * BK + cp * 32;
+      _tile_stored(0, c, BK * 4);
+      _tile_stored(1, c + 16, BK * 4);
+      _tile_stored(2, c + 16 * BK, BK * 4);
+      _tile_stored(3, c + 16 * BK + 16, BK * 4);
+    }
+  }
+  CompilerBarrier();
+}
+
+// pv[32 * row_pairs][hd] = p16[..][BK] . vp over 32 * key_chunks keys, with
+// vp packed [BK/2][hd][2]. REQUIRES: hd % 32 == 0.
+__attribute__((noinline)) void PvAmx(const uint16_t* p16, int key_chunks,
+                                     const uint16_t* vp, int64_t hd,
+                                     int row_pairs, float* pv) {
+  CompilerBarrier();
+  for (int rp = 0; rp < row_pairs; ++rp) {
+    const uint16_t* a0 = p16 + rp * 32 * BK;
+    const uint16_t* a1 = a0 + 16 * BK;
+    for (int64_t c0 = 0; c0 < hd; c0 += 32) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int kc = 0; kc < key_chunks; ++kc) {
+        _tile_loadd(4, a0 + kc * 32, BK * 2);
+        _tile_loadd(5, a1 + kc * 32, BK * 2);
+        const uint16_t* b = vp + kc * 32 * hd + c0 * 2;
+        _tile_loadd(6, b, hd * 4);
+        _tile_loadd(7, b + 32, hd * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      float* c = pv + rp * 32 * hd + c0;
+      _tile_stored(0, c, hd * 4);
+      _tile_stored(1, c + 16, hd * 4);
+      _tile_stored(2, c + 16 * hd, hd * 4);
+      _tile_stored(3, c + 16 * hd + 16, hd * 4);
+    }
+  }
+  CompilerBarrier();
+}
+
+#pragma GCC pop_options
+
+// One unit on the AMX path: as SimdUnit<true> with tile kernels; key blocks
+// are processed in whole 32-key chunks (the packed pad keys are zero and
+// masked), query rows in pairs of 16-row tiles (pad rows are zero and their
+// results ignored). REQUIRES: hd % 32 == 0, AmxConfigure() on this thread.
+void AmxUnit(const FlashSequence& s, const uint16_t* packed_k,
+             const uint16_t* packed_v, int64_t h, int64_t g, int64_t i0,
+             int64_t nq, int64_t hd, int64_t ctx_stride, const ThreadTiles& t,
+             bool write_mask) {
+  float* const o_base = s.context + i0 * ctx_stride + h * hd;
+  int64_t max_limit = 0;
+  for (int64_t r = 0; r < nq; ++r) {
+    std::fill(o_base + r * ctx_stride, o_base + r * ctx_stride + hd, 0.0f);
+    t.m[r] = kNegInf;
+    t.l[r] = 0.0f;
+    t.limit[r] = RowLimit(s, i0 + r);
+    max_limit = std::max(max_limit, t.limit[r]);
+  }
+  const int row_pairs = static_cast<int>(CeilDiv(nq, 32));
+  const float* q_base = s.q + i0 * s.q_stride + h * hd;
+  for (int64_t r = 0; r < nq; ++r) {
+    const float* q = q_base + r * s.q_stride;
+    uint16_t* q16 = t.q16 + r * hd;
+    for (int64_t d = 0; d < hd; d += 32) {
+      const __m512 lo = _mm512_loadu_ps(q + d);
+      const __m512 hi = _mm512_loadu_ps(q + d + 16);
+      _mm512_storeu_si512(q16 + d, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+  }
+  std::memset(t.q16 + nq * hd, 0, (row_pairs * 32 - nq) * hd * 2);
+  const bool explicit_mask = s.mask_kind != MaskKind::kNone;
+  const int64_t kblocks = CeilDiv(max_limit, BK);
+  const int64_t nkb_total = CeilDiv(s.kv_len, BK);
+  for (int64_t kb = 0; kb < kblocks; ++kb) {
+    const int64_t j0 = kb * BK;
+    const int64_t nk = std::min(BK, max_limit - j0);
+    const int chunks = static_cast<int>(CeilDiv(nk, 32));
+    const int nc = 2 * chunks;
+    const int64_t block = g * nkb_total + kb;
+    QkAmx(t.q16, hd, packed_k + block * hd * BK, row_pairs, chunks, t.s);
+    for (int64_t r = 0; r < nq; ++r) {
+      float* row = t.s + r * BK;
+      if (explicit_mask || j0 + 16 * nc > t.limit[r]) {
+        MaskTileRow(s, i0 + r, j0, t.limit[r], 16 * nc, row);
+      }
+      t.alpha[r] = SoftmaxRow(row, nc, &t.m[r], &t.l[r], t.p16 + r * BK);
+    }
+    PvAmx(t.p16, chunks, packed_v + block * BK * hd, hd, row_pairs, t.pv);
+    for (int64_t r = 0; r < nq; ++r) {
+      float* o = o_base + r * ctx_stride;
+      const float* pv = t.pv + r * hd;
+      const __m512 a = _mm512_set1_ps(t.alpha[r]);
+      for (int64_t d = 0; d < hd; d += 16) {
+        _mm512_storeu_ps(o + d, _mm512_fmadd_ps(_mm512_loadu_ps(o + d), a,
+                                                _mm512_loadu_ps(pv + d)));
+      }
+    }
+  }
+  for (int64_t r = 0; r < nq; ++r) {
+    float* o = o_base + r * ctx_stride;
+    const bool masked = t.l[r] == 0.0f;
+    if (write_mask) s.row_masked[i0 + r] = masked ? 1 : 0;
+    const float inv = masked ? 0.0f : 1.0f / t.l[r];
+    for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
+  }
+}
+
 // One unit on the AVX-512 path.
 template <bool kBf16>
 void SimdUnit(const FlashSequence& s, const void* packed_k,
-              const uint16_t* packed_v, int64_t h, int64_t g, int64_t i0,
+              const void* packed_v_any, int64_t h, int64_t g, int64_t i0,
               int64_t nq, int64_t hd, int64_t ctx_stride, const ThreadTiles& t,
               bool write_mask) {
   const int64_t hdp = (hd + 1) / 2 * 2;
@@ -440,14 +616,15 @@ void SimdUnit(const FlashSequence& s, const void* packed_k,
             static_cast<int>(std::min<int64_t>(kRowsPerKernel, nq - r0));
         float* o = o_base + r0 * ctx_stride + c0;
         if (kBf16) {
-          const uint16_t* vp =
-              packed_v + (g * nkb_total + kb) * BK * hd + c0 * 2;
+          const uint16_t* vp = static_cast<const uint16_t*>(packed_v_any) +
+                               (g * nkb_total + kb) * BK * hd + c0 * 2;
           kPvBf16[rows - 1][nv - 1](t.p16 + r0 * BK, CeilDiv(nk, 2), vp, hd, o,
                                     ctx_stride, t.alpha + r0, last);
         } else {
-          const float* v = s.v + j0 * s.kv_stride + g * hd + c0;
-          kPvF32[rows - 1][nv - 1](t.s + r0 * BK, nk, v, s.kv_stride, o,
-                                   ctx_stride, t.alpha + r0, last);
+          const float* v = static_cast<const float*>(packed_v_any) +
+                           (g * nkb_total + kb) * BK * hd + c0;
+          kPvF32[rows - 1][nv - 1](t.s + r0 * BK, nk, v, hd, o, ctx_stride,
+                                   t.alpha + r0, last);
         }
       }
     }
@@ -467,23 +644,72 @@ void SimdUnit(const FlashSequence& s, const void* packed_k,
 // kv_len are zero.
 template <bool kBf16>
 void PackBlock(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
-               void* k_out, uint16_t* v_out) {
+               void* k_out, void* v_any) {
+  uint16_t* v_out = static_cast<uint16_t*>(v_any);
   const int64_t j0 = kb * BK;
   const int64_t nk = std::min(BK, s.kv_len - j0);
   if (!kBf16) {
     // Columns past nk are left undefined: their scores are masked to -inf
     // before use, and P.V never reads them.
+    // V rows are copied into a dense [BK][hd] block (P.V streams it).
     float* kt = static_cast<float*>(k_out);
+    float* vt = static_cast<float*>(v_any);
+    const __m512i k_index = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(static_cast<int32_t>(BK)));
+    const int64_t hd16 = hd / 16 * 16;
     for (int64_t c = 0; c < nk; ++c) {
       const float* k = s.k + (j0 + c) * s.kv_stride + g * hd;
-      for (int64_t d = 0; d < hd; ++d) kt[d * BK + c] = k[d];
+      for (int64_t d = 0; d < hd16; d += 16) {
+        _mm512_i32scatter_ps(kt + d * BK + c, k_index, _mm512_loadu_ps(k + d),
+                             4);
+      }
+      for (int64_t d = hd16; d < hd; ++d) kt[d * BK + c] = k[d];
+      std::memcpy(vt + c * hd, s.v + (j0 + c) * s.kv_stride + g * hd,
+                  hd * sizeof(float));
     }
     return;
   }
   const int64_t hdp = (hd + 1) / 2 * 2;
   uint16_t* kp = static_cast<uint16_t*>(k_out);
-  // Whole vectors of keys; the pad keys are zero (P.V reads key pairs).
-  const int64_t width = std::min(BK, CeilDiv(nk, 16) * 16);
+  // Whole 32-key chunks; the pad keys are zero (P.V reads key pairs, the
+  // AMX kernels 32-key chunks).
+  const int64_t width = std::min(BK, CeilDiv(nk, 32) * 32);
+  if (hd % 32 == 0) {
+    // Vectorised: K as 16 dimension pairs per scatter (word (d/2)*BK + c),
+    // V as key pairs interleaved per dimension with one word permute.
+    int32_t* kw = static_cast<int32_t*>(k_out);
+    const __m512i k_index = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(static_cast<int32_t>(BK)));
+    const __m512i v_perm = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+        6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t c = 0; c < width; ++c) {
+      const float* k = s.k + (j0 + c) * s.kv_stride + g * hd;
+      for (int64_t d = 0; d < hd; d += 32) {
+        const __m512i w =
+            c < nk ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(k + d + 16),
+                                                  _mm512_loadu_ps(k + d))
+                   : _mm512_setzero_si512();
+        _mm512_i32scatter_epi32(kw + (d / 2) * BK + c, k_index, w, 4);
+      }
+    }
+    for (int64_t c = 0; c < width; c += 2) {
+      const float* v0 = s.v + (j0 + c) * s.kv_stride + g * hd;
+      const float* v1 = v0 + s.kv_stride;
+      uint16_t* out = v_out + (c / 2) * hd * 2;
+      for (int64_t d = 0; d < hd; d += 16) {
+        const __m512 lo = c < nk ? _mm512_loadu_ps(v0 + d) : zero;
+        const __m512 hi = c + 1 < nk ? _mm512_loadu_ps(v1 + d) : zero;
+        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+        _mm512_storeu_si512(out + d * 2,
+                            _mm512_permutexvar_epi16(v_perm, both));
+      }
+    }
+    return;
+  }
   for (int64_t c = 0; c < width; ++c) {
     const float* k = s.k + (j0 + c) * s.kv_stride + g * hd;
     const float* v = s.v + (j0 + c) * s.kv_stride + g * hd;
@@ -500,6 +726,17 @@ void PackBlock(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
 
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
+
+// Asks the kernel once per process for permission to use the AMX tile data
+// state (Linux >= 5.16). Returns false when it is refused.
+bool RequestAmxPermission() {
+  static const bool granted = [] {
+    constexpr int kArchReqXcompPerm = 0x1023;
+    constexpr int kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return granted;
+}
 
 }  // namespace
 
@@ -523,11 +760,20 @@ FlashCore::FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
                    forced == "avx512_bf16"
                ? Isa::kAvx512Bf16
                : Isa::kAvx512;
+    // bf16 layers use the AMX tile core by default where the CPU has AMX
+    // (and the OS grants the tile state) and head_dim is a multiple of 32.
+    if (dtype == ComputeDType::kBFloat16 && forced.empty() &&
+        isa >= dnnl::cpu_isa::avx512_core_amx && head_dim % 32 == 0 &&
+        RequestAmxPermission()) {
+      isa_ = Isa::kAmxBf16;
+    }
   }
 }
 
 const char* FlashCore::isa() const {
   switch (isa_) {
+    case Isa::kAmxBf16:
+      return "amx_bf16";
     case Isa::kAvx512Bf16:
       return "avx512_bf16";
     case Isa::kAvx512:
@@ -544,7 +790,8 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
   const int64_t hdp = (hd + 1) / 2 * 2;
   const int64_t group = num_heads_ / num_kv_heads_;
   const int64_t ctx_stride = num_heads_ * hd;
-  const bool bf16 = isa_ == Isa::kAvx512Bf16;
+  const bool amx = isa_ == Isa::kAmxBf16;
+  const bool bf16 = isa_ == Isa::kAvx512Bf16 || amx;
   const bool simd = isa_ != Isa::kScalar;
   const int threads = std::max(1, omp_get_max_threads());
 
@@ -557,7 +804,7 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
     max_kv = std::max(max_kv, s.kv_len);
   }
   const int64_t k_block = bf16 ? hdp * BK : hd * BK;
-  const int64_t v_block = bf16 ? BK * hd : 0;
+  const int64_t v_block = BK * hd;  // bf16 pairs or fp32 rows
   ScratchLayout layout;
   const size_t units_at = layout.Add<Unit>(num_units);
   const size_t offsets_at = layout.Add<int64_t>(n + 1);
@@ -566,7 +813,10 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
     total_blocks += num_kv_heads_ * CeilDiv(s.kv_len, BK);
   }
   const size_t k_at = simd ? layout.Add<float>(total_blocks * k_block) : 0;
-  const size_t v_at = layout.Add<uint16_t>(total_blocks * v_block);
+  const size_t v_at = simd
+                          ? (bf16 ? layout.Add<uint16_t>(total_blocks * v_block)
+                                  : layout.Add<float>(total_blocks * v_block))
+                          : 0;
   // Per-thread tiles (floats, each part 64-byte aligned); the scalar path
   // uses the same space as one row of scores.
   auto round16 = [](int64_t f) { return (f + 15) / 16 * 16; };
@@ -574,8 +824,9 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
   const int64_t q16_off = p16_off + round16(BQ * BK / 2);
   const int64_t m_off = q16_off + round16((BQ * hdp + 1) / 2);
   const int64_t limit_off = m_off + 3 * BQ;
+  const int64_t pv_off = limit_off + 2 * BQ;
   const int64_t thread_stride =
-      round16(std::max(limit_off + 2 * BQ, max_kv + 16));
+      round16(std::max(pv_off + (amx ? BQ * hd : 0), max_kv + 16));
   const size_t tiles_at = layout.Add<float>(threads * thread_stride);
 
   ScratchPool::Lease arena = pool_.Acquire();
@@ -592,6 +843,7 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
   float* k_packed_f32 = ScratchLayout::At<float>(base, k_at);
   uint16_t* k_packed_bf16 = ScratchLayout::At<uint16_t>(base, k_at);
   uint16_t* v_packed = ScratchLayout::At<uint16_t>(base, v_at);
+  float* v_packed_f32 = ScratchLayout::At<float>(base, v_at);
   float* tiles = ScratchLayout::At<float>(base, tiles_at);
 
   // Units, heaviest first (causal blocks near the end see more keys).
@@ -633,7 +885,8 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
         PackBlock<true>(s, g, kb, hd, k_packed_bf16 + b * k_block,
                         v_packed + b * v_block);
       } else {
-        PackBlock<false>(s, g, kb, hd, k_packed_f32 + b * k_block, nullptr);
+        PackBlock<false>(s, g, kb, hd, k_packed_f32 + b * k_block,
+                         v_packed_f32 + b * v_block);
       }
     }
   }
@@ -659,14 +912,22 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
     t.l = t.m + BQ;
     t.alpha = t.l + BQ;
     t.limit = reinterpret_cast<int64_t*>(mine + limit_off);
+    t.pv = mine + pv_off;
     const int64_t first_block = block_offset[unit.seq];
-    if (bf16) {
+    if (amx) {
+      AmxConfigure();
+      AmxUnit(s, k_packed_bf16 + first_block * k_block,
+              v_packed + first_block * v_block, h, g, i0, nq, hd, ctx_stride, t,
+              h == 0);
+      AmxRelease();
+    } else if (bf16) {
       SimdUnit<true>(s, k_packed_bf16 + first_block * k_block,
                      v_packed + first_block * v_block, h, g, i0, nq, hd,
                      ctx_stride, t, h == 0);
     } else {
-      SimdUnit<false>(s, k_packed_f32 + first_block * k_block, nullptr, h, g,
-                      i0, nq, hd, ctx_stride, t, h == 0);
+      SimdUnit<false>(s, k_packed_f32 + first_block * k_block,
+                      v_packed_f32 + first_block * v_block, h, g, i0, nq, hd,
+                      ctx_stride, t, h == 0);
     }
   }
   return absl::OkStatus();

@@ -7,14 +7,18 @@
 // ragged items of a dynamic batch) go through one call, parallelised with
 // OpenMP over (sequence, head, query block) units, heaviest first.
 //
-// Numerics: the default AVX-512 core is fp32 FMAs for both compute dtypes.
-// The bf16 core (ATTN_KERNEL_ISA=avx512_bf16 at construction, bf16 layers
-// only) rounds Q, K, V and the softmax probabilities to bf16 and accumulates
-// in fp32 with vdpbf16ps; it is opt-in because on the development CPU it is
-// slower than the fp32 core (see docs/notes/kernel-performance.md). Max, exp
-// and sums are fp32 always. The AVX-512 kernels are chosen at run time;
-// other CPUs (or ATTN_KERNEL_ISA=scalar, used by the tests) get a portable
-// scalar path with the same semantics.
+// Numerics: fp32 layers run an AVX-512 core of fp32 FMAs. bf16 layers run,
+// by default, the AMX core when the CPU has AMX-BF16, the OS grants the tile
+// state (arch_prctl, once per process) and head_dim % 32 == 0: Q, K, V and
+// the softmax probabilities are rounded to bf16, Q.K^T and P.V are AMX tile
+// products (tdpbf16ps, fp32 accumulation), 64 x 64 tiles in 32 x 32 blocks.
+// Otherwise bf16 layers use the fp32 core. The vdpbf16ps core
+// (ATTN_KERNEL_ISA=avx512_bf16, bf16 layers only) has the same numerics; it
+// is opt-in because on the development CPU it is slower than the fp32 core.
+// Any ATTN_KERNEL_ISA value disables the AMX core. Max, exp and sums are
+// fp32 always. Kernels are chosen at run time; other CPUs (or
+// ATTN_KERNEL_ISA=scalar, used by the tests) get a portable scalar path with
+// the same semantics.
 // Internal: not part of the public API.
 //
 // Thread-safety: Forward() is const and may be called concurrently (the
@@ -65,11 +69,12 @@ class FlashCore {
   // checked by the caller, key_limit in [0, kv_len]).
   absl::Status Forward(absl::Span<const FlashSequence> seqs) const;
 
-  // "avx512_bf16", "avx512" or "scalar": the kernels this object runs.
+  // "amx_bf16", "avx512_bf16", "avx512" or "scalar": the kernels this
+  // object runs.
   const char* isa() const;
 
  private:
-  enum class Isa { kScalar, kAvx512, kAvx512Bf16 };
+  enum class Isa { kScalar, kAvx512, kAvx512Bf16, kAmxBf16 };
 
   const int64_t num_heads_;
   const int64_t num_kv_heads_;
