@@ -227,12 +227,12 @@ void QkBf16(const uint16_t* q16, int64_t hdp, const uint16_t* kp, float* s) {
   }
 }
 
-// o[R][16*NV] = o * alpha + p[R][nk] . v[nk][16*NV] (fp32; the last vector
-// covers `last` lanes).
+// acc[r][c] = o[r][16c..] * alpha[r]: the running output of R rows,
+// rescaled by the online-softmax correction (the last vector covers `last`
+// lanes).
 template <int R, int NV>
-void PvF32(const float* p, int64_t nk, const float* v, int64_t v_stride,
-           float* o, int64_t o_stride, const float* alpha, __mmask16 last) {
-  __m512 acc[R][NV];
+inline void LoadRescaled(const float* o, int64_t o_stride, const float* alpha,
+                         __mmask16 last, __m512 (&acc)[R][NV]) {
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     const __m512 a = _mm512_set1_ps(alpha[r]);
@@ -243,6 +243,29 @@ void PvF32(const float* p, int64_t nk, const float* v, int64_t v_stride,
           _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + r * o_stride + 16 * c), a);
     }
   }
+}
+
+// o[r][16c..] = acc[r][c] (the last vector writes `last` lanes).
+template <int R, int NV>
+inline void StoreRows(const __m512 (&acc)[R][NV], __mmask16 last, float* o,
+                      int64_t o_stride) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
+      _mm512_mask_storeu_ps(o + r * o_stride + 16 * c, m, acc[r][c]);
+    }
+  }
+}
+
+// o[R][16*NV] = o * alpha + p[R][nk] . v[nk][16*NV] (fp32; the last vector
+// covers `last` lanes).
+template <int R, int NV>
+void PvF32(const float* p, int64_t nk, const float* v, int64_t v_stride,
+           float* o, int64_t o_stride, const float* alpha, __mmask16 last) {
+  __m512 acc[R][NV];
+  LoadRescaled<R, NV>(o, o_stride, alpha, last, acc);
   for (int64_t j = 0; j < nk; ++j) {
     __m512 vv[NV];
 #pragma GCC unroll 4
@@ -258,14 +281,7 @@ void PvF32(const float* p, int64_t nk, const float* v, int64_t v_stride,
         acc[r][c] = _mm512_fmadd_ps(b, vv[c], acc[r][c]);
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) {
-      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
-      _mm512_mask_storeu_ps(o + r * o_stride + 16 * c, m, acc[r][c]);
-    }
-  }
+  StoreRows<R, NV>(acc, last, o, o_stride);
 }
 
 // As PvF32 with bf16 p16[R][BK] and vp packed [BK/2][hd][2] (the caller
@@ -274,16 +290,7 @@ template <int R, int NV>
 void PvBf16(const uint16_t* p16, int64_t pairs, const uint16_t* vp, int64_t hd,
             float* o, int64_t o_stride, const float* alpha, __mmask16 last) {
   __m512 acc[R][NV];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    const __m512 a = _mm512_set1_ps(alpha[r]);
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) {
-      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
-      acc[r][c] =
-          _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + r * o_stride + 16 * c), a);
-    }
-  }
+  LoadRescaled<R, NV>(o, o_stride, alpha, last, acc);
   for (int64_t jp = 0; jp < pairs; ++jp) {
     __m512bh vv[NV];
 #pragma GCC unroll 4
@@ -301,14 +308,7 @@ void PvBf16(const uint16_t* p16, int64_t pairs, const uint16_t* vp, int64_t hd,
         acc[r][c] = _mm512_dpbf16_ps(acc[r][c], b, vv[c]);
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) {
-      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
-      _mm512_mask_storeu_ps(o + r * o_stride + 16 * c, m, acc[r][c]);
-    }
-  }
+  StoreRows<R, NV>(acc, last, o, o_stride);
 }
 
 using QkF32Fn = void (*)(const float*, int64_t, const float*, int64_t, float*);
