@@ -84,6 +84,21 @@ struct ThreadTiles {
   float* pv;       // [BQ][hd] P.V of one key block (AMX)
 };
 
+// Divides each of the nq output rows at o_base by its softmax sum t.l[r];
+// rows that saw no key become zero and, if write_mask, are flagged in
+// s.row_masked.
+void NormaliseRows(const FlashSequence& s, int64_t i0, int64_t nq, int64_t hd,
+                   int64_t ctx_stride, const ThreadTiles& t, bool write_mask,
+                   float* o_base) {
+  for (int64_t r = 0; r < nq; ++r) {
+    float* o = o_base + r * ctx_stride;
+    const bool masked = t.l[r] == 0.0f;
+    if (write_mask) s.row_masked[i0 + r] = masked ? 1 : 0;
+    const float inv = masked ? 0.0f : 1.0f / t.l[r];
+    for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Portable scalar path (any CPU): one query row at a time, two passes over
 // its keys, in fp32. Used when AVX-512 is missing and by the tests.
@@ -540,13 +555,7 @@ void AmxUnit(const FlashSequence& s, const uint16_t* packed_k,
       }
     }
   }
-  for (int64_t r = 0; r < nq; ++r) {
-    float* o = o_base + r * ctx_stride;
-    const bool masked = t.l[r] == 0.0f;
-    if (write_mask) s.row_masked[i0 + r] = masked ? 1 : 0;
-    const float inv = masked ? 0.0f : 1.0f / t.l[r];
-    for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
-  }
+  NormaliseRows(s, i0, nq, hd, ctx_stride, t, write_mask, o_base);
 }
 
 // One unit on the AVX-512 path.
@@ -629,14 +638,7 @@ void SimdUnit(const FlashSequence& s, const void* packed_k,
       }
     }
   }
-  // Normalise; rows that saw no key are zero.
-  for (int64_t r = 0; r < nq; ++r) {
-    float* o = o_base + r * ctx_stride;
-    const bool masked = t.l[r] == 0.0f;
-    if (write_mask) s.row_masked[i0 + r] = masked ? 1 : 0;
-    const float inv = masked ? 0.0f : 1.0f / t.l[r];
-    for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
-  }
+  NormaliseRows(s, i0, nq, hd, ctx_stride, t, write_mask, o_base);
 }
 
 // Packs K block kb of kv head g of `s`: fp32 transposed [hd][BK], or bf16
