@@ -10,6 +10,8 @@
 #ifndef ATTNSERVE_KERNELS_INTERNAL_SCRATCH_ARENA_H_
 #define ATTNSERVE_KERNELS_INTERNAL_SCRATCH_ARENA_H_
 
+#include <sys/mman.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -27,6 +29,11 @@ namespace attn::kernels::internal {
 // enough for 512-bit vector loads).
 inline constexpr size_t kScratchAlign = 64;
 
+// Arenas of at least this many bytes are backed by huge pages when the
+// kernel allows it (transparent_hugepage = madvise or always).
+inline constexpr size_t kHugePage = size_t{2} << 20;
+inline constexpr size_t kHugeArenaBytes = size_t{4} << 20;
+
 // A grow-only buffer. Contents are undefined after Reserve() grows it.
 class ScratchArena {
  public:
@@ -42,10 +49,14 @@ class ScratchArena {
     std::free(data_);
     data_ = nullptr;
     capacity_ = 0;
-    const size_t rounded =
-        (bytes + kScratchAlign - 1) / kScratchAlign * kScratchAlign;
-    data_ = std::aligned_alloc(kScratchAlign, rounded);
+    // Large arenas sit on 2 MiB boundaries and ask for transparent huge
+    // pages: the attention core and the GEMMs stride through them, and 4 KiB
+    // pages would cost a TLB miss on most rows.
+    const size_t align = bytes >= kHugeArenaBytes ? kHugePage : kScratchAlign;
+    const size_t rounded = (bytes + align - 1) / align * align;
+    data_ = std::aligned_alloc(align, rounded);
     if (data_ == nullptr) throw std::bad_alloc();
+    if (align == kHugePage) madvise(data_, rounded, MADV_HUGEPAGE);
     capacity_ = rounded;
     return data_;
   }

@@ -188,6 +188,24 @@ std::vector<NamedCase> FeatureCases() {
   c.mask_kind = MaskKind::kBoolean;
   c.mask_per_batch = true;
   add("BatchTiles", c);
+  // Long sequences: the fp32 core packs keys and values (more than 1024
+  // queries); GQA and a head width that is not a multiple of 16.
+  c = Case();
+  c.config = Config(48, 4, 2, 24);
+  c.q_len = c.kv_len = 1100;
+  c.causal = true;
+  c.mask_kind = MaskKind::kAdditive;
+  add("LongPackedCausal", c);
+  c = Case();
+  c.config = Config(48, 4, 2, 24);
+  c.self_attention = false;
+  c.batch = 2;
+  c.q_len = 1030;
+  c.kv_len = 1300;
+  c.key_lengths = KeyLengths::kWithZero;
+  c.mask_kind = MaskKind::kBoolean;
+  c.mask_per_batch = true;
+  add("LongPackedCross", c);
   return cases;
 }
 
