@@ -1,0 +1,122 @@
+// Inline AVX-512 helpers of the flash core units (flash_f32.cc,
+// flash_bf16.cc, flash_amx.cc). Every function here is compiled for
+// AVX-512; callers must check the CPU first. Internal.
+#ifndef ATTNSERVE_KERNELS_INTERNAL_FLASH_SIMD_H_
+#define ATTNSERVE_KERNELS_INTERNAL_FLASH_SIMD_H_
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (_mm512_undefined_*).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+namespace attn::kernels::internal::flash {
+
+// exp(x) for 16 lanes; lanes with x < -87 (including -inf) give exactly 0.
+inline __m512 Exp512(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.0f);
+  const __mmask16 live = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(
+      _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+inline __mmask16 LaneMask(int64_t lanes) {
+  return lanes >= 16 ? __mmask16(0xFFFF)
+                     : static_cast<__mmask16>((1u << lanes) - 1u);
+}
+
+// acc[r][c] = o[r][16c..] * alpha[r]: the running output of R rows,
+// rescaled by the online-softmax correction (the last vector covers `last`
+// lanes).
+template <int R, int NV>
+inline void LoadRescaled(const float* o, int64_t o_stride, const float* alpha,
+                         __mmask16 last, __m512 (&acc)[R][NV]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const __m512 a = _mm512_set1_ps(alpha[r]);
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
+      acc[r][c] =
+          _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + r * o_stride + 16 * c), a);
+    }
+  }
+}
+
+// o[r][16c..] = acc[r][c] (the last vector writes `last` lanes).
+template <int R, int NV>
+inline void StoreRows(const __m512 (&acc)[R][NV], __mmask16 last, float* o,
+                      int64_t o_stride) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const __mmask16 m = c == NV - 1 ? last : __mmask16(0xFFFF);
+      _mm512_mask_storeu_ps(o + r * o_stride + 16 * c, m, acc[r][c]);
+    }
+  }
+}
+
+// Writes the first `cols` columns of rows[0..15] (16 floats each)
+// transposed: out[c * out_stride + r] = rows[r][c]. out is 64-byte aligned.
+inline void Transpose16x16(__m512 (&rows)[16], int cols, float* out,
+                           int64_t out_stride) {
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]);
+    const __m512d b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]);
+    const __m512d d = _mm512_castps_pd(t[4 * i + 3]);
+    rows[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    rows[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    rows[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    rows[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  // rows[4i + k] now holds, per 128-bit lane L, element 4L + (column k'),
+  // for source rows 4i .. 4i + 3.
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    const __m512 a = _mm512_shuffle_f32x4(rows[k], rows[4 + k], 0x88);
+    const __m512 b = _mm512_shuffle_f32x4(rows[k], rows[4 + k], 0xDD);
+    const __m512 c = _mm512_shuffle_f32x4(rows[8 + k], rows[12 + k], 0x88);
+    const __m512 d = _mm512_shuffle_f32x4(rows[8 + k], rows[12 + k], 0xDD);
+    t[k] = _mm512_shuffle_f32x4(a, c, 0x88);
+    t[k + 8] = _mm512_shuffle_f32x4(a, c, 0xDD);
+    t[k + 4] = _mm512_shuffle_f32x4(b, d, 0x88);
+    t[k + 12] = _mm512_shuffle_f32x4(b, d, 0xDD);
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < 16; ++c) {
+    if (c < cols) _mm512_store_ps(out + c * out_stride, t[c]);
+  }
+}
+
+}  // namespace attn::kernels::internal::flash
+
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+
+#endif  // ATTNSERVE_KERNELS_INTERNAL_FLASH_SIMD_H_
