@@ -11,7 +11,9 @@
 // layout oneDNN picks, format_tag::any, reordered once; bf16 source, fp32
 // destination for bf16). efficiency = gflops / roofline_gflops.
 // Cases marked "extra" (the 16k-token memory case) run only when --filter
-// names them. Times are medians over repeated calls after a warm-up.
+// names them. Times are medians over repeated calls; each case and its
+// roofline are timed in alternating rounds, so that the machine's drift
+// cancels in the efficiency.
 #include <omp.h>
 
 #include <algorithm>
@@ -81,23 +83,6 @@ double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-// Median seconds per call of `fn` (after one warm-up call), repeated until
-// `min_time` has passed and at least 5 calls were made.
-double TimeMedian(const std::function<void()>& fn, double min_time) {
-  fn();
-  std::vector<double> times;
-  const auto start = std::chrono::steady_clock::now();
-  while (times.size() < 5 ||
-         Seconds(std::chrono::steady_clock::now() - start) < min_time) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    times.push_back(Seconds(std::chrono::steady_clock::now() - t0));
-    if (times.size() >= 1000) break;
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
-
 std::vector<float> Random(std::mt19937& rng, size_t n, double stddev) {
   std::normal_distribution<float> dist(0.0f, static_cast<float>(stddev));
   std::vector<float> v(n);
@@ -119,14 +104,47 @@ AttentionWeights RandomWeights(std::mt19937& rng, int64_t d) {
   return w;
 }
 
-// The roofline: best oneDNN matmul [m, k] x [k, n], weights packed.
+// Median seconds per call of `a` and of `b`, timed in alternating rounds:
+// each round runs one untimed warm-up call of `a`, then times `a` for
+// min_time / kRounds seconds (at least one call), then does the same for
+// `b`. Each function runs with warm caches, and slow drifts of the machine
+// (other tenants, clock frequency) shift both medians alike, so they cancel
+// in the ratio.
+std::pair<double, double> TimeMediansInterleaved(const std::function<void()>& a,
+                                                 const std::function<void()>& b,
+                                                 double min_time) {
+  constexpr int kRounds = 5;
+  std::vector<double> ta, tb;
+  auto round = [min_time](const std::function<void()>& fn,
+                          std::vector<double>& times) {
+    fn();
+    const auto start = std::chrono::steady_clock::now();
+    do {
+      const auto t0 = std::chrono::steady_clock::now();
+      fn();
+      times.push_back(Seconds(std::chrono::steady_clock::now() - t0));
+    } while (Seconds(std::chrono::steady_clock::now() - start) <
+                 min_time / kRounds &&
+             times.size() < 1000);
+  };
+  for (int r = 0; r < kRounds; ++r) {
+    round(a, ta);
+    round(b, tb);
+  }
+  std::sort(ta.begin(), ta.end());
+  std::sort(tb.begin(), tb.end());
+  return {ta[ta.size() / 2], tb[tb.size() / 2]};
+}
+
+// The roofline: the best oneDNN matmul [m, k] x [k, n], weights packed
+// (format_tag::any, reordered once). run() executes it once.
 struct Roofline {
-  double gflops = 0;
+  double flop = 0;
   std::string impl;
+  std::function<void()> run;
 };
 
-Roofline MeasureRoofline(int64_t m, int64_t k, int64_t n, bool bf16,
-                         double min_time) {
+Roofline MakeRoofline(int64_t m, int64_t k, int64_t n, bool bf16) {
   using dnnl::memory;
   using DT = memory::data_type;
   using Tag = memory::format_tag;
@@ -150,15 +168,16 @@ Roofline MeasureRoofline(int64_t m, int64_t k, int64_t n, bool bf16,
   dnnl::reorder(wei_user, wei).execute(stream, wei_user, wei);
   stream.wait();
   dnnl::matmul mm(pd);
-  const double t = TimeMedian(
-      [&] {
-        mm.execute(stream, {{DNNL_ARG_SRC, src},
-                            {DNNL_ARG_WEIGHTS, wei},
-                            {DNNL_ARG_DST, dst}});
-        stream.wait();
-      },
-      min_time);
-  return {2.0 * m * n * k / t / 1e9, pd.impl_info_str()};
+  Roofline roof;
+  roof.flop = 2.0 * m * n * k;
+  roof.impl = pd.impl_info_str();
+  roof.run = [mm, stream, src, wei, dst]() mutable {
+    mm.execute(
+        stream,
+        {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+    stream.wait();
+  };
+  return roof;
 }
 
 struct Result {
@@ -205,8 +224,9 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
       std::exit(1);
     }
   };
-  const double t = TimeMedian(run, min_time);
-  const Roofline roof = MeasureRoofline(tokens, d, 3 * d, bc.bf16, min_time);
+  const Roofline roof = MakeRoofline(tokens, d, 3 * d, bc.bf16);
+  const auto [t, t_roof] = TimeMediansInterleaved(run, roof.run, min_time);
+  const double roof_gflops = roof.flop / t_roof / 1e9;
 
   // FLOPs: projections, then unmasked Q.K^T and P.V work.
   const double proj = 2.0 * tokens * d * 3 * d + 2.0 * tokens * d * d;
@@ -229,9 +249,9 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
             {"time_ms", t * 1e3},
             {"gflop", (proj + core) / 1e9},
             {"gflops", gflops},
-            {"roofline_gflops", roof.gflops},
+            {"roofline_gflops", roof_gflops},
             {"roofline_impl", roof.impl},
-            {"efficiency", gflops / roof.gflops},
+            {"efficiency", gflops / roof_gflops},
             {"tokens_per_second", tokens / t}};
   r.output = y;
   return r;

@@ -34,6 +34,10 @@ using internal::Linear;
 using internal::ScratchLayout;
 using internal::ScratchPool;
 
+// Gathers and scatters of at least this many floats (256 KiB) are split
+// across the OpenMP team.
+constexpr int64_t kParallelCopy = int64_t{1} << 16;
+
 // Largest dimension accepted; keeps every product below in int64 range.
 constexpr int64_t kMaxDim = int64_t{1} << 24;
 
@@ -329,7 +333,8 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
       const float* xs = nullptr;
       if (gather_self) {
         float* dst = at(xs_at);
-        for (size_t i = 0; i < n; ++i) {
+#pragma omp parallel for schedule(static) if (self_rows * d >= kParallelCopy)
+        for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
           if (!plans[i].self) continue;
           std::memcpy(dst + plans[i].src_row * d, inputs[i].query,
                       sizeof(float) * plans[i].q_tokens * d);
@@ -348,7 +353,9 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
         float* gq = at(xq_at);
         float* gk = at(xk_at);
         float* gv = at(xv_at);
-        for (size_t i = 0; i < n; ++i) {
+#pragma omp parallel for schedule(static) if ((cross_q + 2 * cross_kv) * d >= \
+                                              kParallelCopy)
+        for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
           const ItemPlan& p = plans[i];
           if (p.self) continue;
           std::memcpy(gq + p.src_row * d, inputs[i].query,
@@ -428,7 +435,9 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
 
     // Output projection over every token, then scatter.
     ATTN_RETURN_IF_ERROR(o_proj_->Forward(ctx, total_q, y));
-    for (size_t i = 0; i < n; ++i) {
+#pragma omp parallel for schedule(static) if (n > 1 && \
+                                              total_q * d >= kParallelCopy)
+    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
       const ItemPlan& p = plans[i];
       float* dst = outputs[i].output;
       if (!direct_out) {

@@ -148,26 +148,27 @@ void PackBf16Block(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
   // AMX kernels 32-key chunks).
   const int64_t width = std::min(BK, CeilDiv(nk, 32) * 32);
   if (hd % 32 == 0) {
-    // Vectorised: K as 16 dimension pairs per scatter (word (d/2)*BK + c),
-    // V as key pairs interleaved per dimension with one word permute.
-    int32_t* kw = reinterpret_cast<int32_t*>(k_out);
-    const __m512i k_index = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(static_cast<int32_t>(BK)));
+    // Vectorised: K in 16-key x 16-pair blocks of 32-bit words (a pair of
+    // bf16 dimensions), transposed in registers to word (d/2)*BK + c; V as
+    // key pairs interleaved per dimension with one word permute.
+    float* kw = reinterpret_cast<float*>(k_out);
+    for (int64_t c0 = 0; c0 < width; c0 += 16) {
+      for (int64_t d = 0; d < hd; d += 32) {
+        __m512 rows[16];
+        for (int c = 0; c < 16; ++c) {
+          const float* k = s.k + (j0 + c0 + c) * s.kv_stride + g * hd + d;
+          rows[c] = c0 + c < nk
+                        ? (__m512)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(k + 16),
+                                                      _mm512_loadu_ps(k))
+                        : _mm512_setzero_ps();
+        }
+        Transpose16x16(rows, 16, kw + (d / 2) * BK + c0, BK);
+      }
+    }
     const __m512i v_perm = _mm512_set_epi16(
         31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
         6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512 zero = _mm512_setzero_ps();
-    for (int64_t c = 0; c < width; ++c) {
-      const float* k = s.k + (j0 + c) * s.kv_stride + g * hd;
-      for (int64_t d = 0; d < hd; d += 32) {
-        const __m512i w =
-            c < nk ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(k + d + 16),
-                                                  _mm512_loadu_ps(k + d))
-                   : _mm512_setzero_si512();
-        _mm512_i32scatter_epi32(kw + (d / 2) * BK + c, k_index, w, 4);
-      }
-    }
     for (int64_t c = 0; c < width; c += 2) {
       const float* v0 = s.v + (j0 + c) * s.kv_stride + g * hd;
       const float* v1 = v0 + s.kv_stride;

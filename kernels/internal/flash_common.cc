@@ -23,21 +23,6 @@ void MaskTileRow(const FlashSequence& s, int64_t i, int64_t j0, int64_t limit,
   for (int64_t c = valid; c < width; ++c) row[c] = kNegInf;
 }
 
-// Divides each of the nq output rows at o_base by its softmax sum t.l[r];
-// rows that saw no key become zero and, if write_mask, are flagged in
-// s.row_masked.
-void NormaliseRows(const FlashSequence& s, int64_t i0, int64_t nq, int64_t hd,
-                   int64_t ctx_stride, const ThreadTiles& t, bool write_mask,
-                   float* o_base) {
-  for (int64_t r = 0; r < nq; ++r) {
-    float* o = o_base + r * ctx_stride;
-    const bool masked = t.l[r] == 0.0f;
-    if (write_mask) s.row_masked[i0 + r] = masked ? 1 : 0;
-    const float inv = masked ? 0.0f : 1.0f / t.l[r];
-    for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
-  }
-}
-
 void ScalarUnit(const FlashSequence& s, int64_t h, int64_t g, int64_t i0,
                 int64_t nq, int64_t hd, int64_t ctx_stride, float* row_buf,
                 bool write_mask) {

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "kernels/internal/flash_tiles.h"
+
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (_mm512_undefined_*).
@@ -111,6 +113,27 @@ inline void Transpose16x16(__m512 (&rows)[16], int cols, float* out,
 #pragma GCC unroll 16
   for (int c = 0; c < 16; ++c) {
     if (c < cols) _mm512_store_ps(out + c * out_stride, t[c]);
+  }
+}
+
+// Divides each of the nq output rows at o_base by its softmax sum t.l[r];
+// rows that saw no key are set to zero and, if write_mask, flagged in
+// s.row_masked.
+inline void NormaliseRows(const FlashSequence& s, int64_t i0, int64_t nq,
+                          int64_t hd, int64_t ctx_stride, const ThreadTiles& t,
+                          bool write_mask, float* o_base) {
+  for (int64_t r = 0; r < nq; ++r) {
+    float* o = o_base + r * ctx_stride;
+    const bool masked = t.l[r] == 0.0f;
+    if (write_mask) s.row_masked[i0 + r] = masked ? 1 : 0;
+    const __m512 inv = _mm512_set1_ps(masked ? 0.0f : 1.0f / t.l[r]);
+    for (int64_t d = 0; d < hd; d += 16) {
+      const __mmask16 m = LaneMask(hd - d);
+      const __m512 x = masked ? _mm512_setzero_ps()
+                              : _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + d),
+                                              inv);
+      _mm512_mask_storeu_ps(o + d, m, x);
+    }
   }
 }
 

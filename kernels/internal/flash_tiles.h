@@ -65,13 +65,6 @@ struct ThreadTiles {
 void MaskTileRow(const FlashSequence& s, int64_t i, int64_t j0, int64_t limit,
                  int64_t width, float* row);
 
-// Divides each of the nq output rows at o_base by its softmax sum t.l[r];
-// rows that saw no key become zero and, if write_mask, are flagged in
-// s.row_masked.
-void NormaliseRows(const FlashSequence& s, int64_t i0, int64_t nq, int64_t hd,
-                   int64_t ctx_stride, const ThreadTiles& t, bool write_mask,
-                   float* o_base);
-
 // One query row at a time, two passes over its keys, in fp32. Used when
 // AVX-512 is missing and by the tests. row_buf holds kv_len floats.
 void ScalarUnit(const FlashSequence& s, int64_t h, int64_t g, int64_t i0,
