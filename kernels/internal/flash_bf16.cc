@@ -1,6 +1,6 @@
 // The vdpbf16ps unit of the flash core (bf16 layers,
-// ATTN_KERNEL_ISA=avx512_bf16), the bf16 packing of K and V, and the
-// row-wise online softmax that the AMX unit shares.
+// ATTN_KERNEL_ISA=avx512_bf16), its bf16 packing of K and V and its row-wise
+// online softmax.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -99,9 +99,10 @@ constexpr PvBf16Fn kPvBf16[kRowsPerKernel][4] = {
     ATTN_ROW(PvBf16, 4), ATTN_ROW(PvBf16, 5), ATTN_ROW(PvBf16, 6)};
 #undef ATTN_ROW
 
-}  // namespace
-
-float SoftmaxRow(float* row, int nc, float* m, float* l, uint16_t* p16) {
+// Online-softmax step for one row of nc score vectors: updates m and l,
+// returns the rescale factor of the previous output and writes the
+// probabilities to p16 (bf16).
+float SoftmaxRow(const float* row, int nc, float* m, float* l, uint16_t* p16) {
   __m512 v[4];
   __m512 vmax = _mm512_set1_ps(kNegInf);
   for (int c = 0; c < nc; ++c) {
@@ -111,11 +112,7 @@ float SoftmaxRow(float* row, int nc, float* m, float* l, uint16_t* p16) {
   const float mx = _mm512_reduce_max_ps(vmax);
   const float m_new = std::max(*m, mx);
   if (m_new == kNegInf) {  // nothing attended yet
-    if (p16 != nullptr) {
-      std::memset(p16, 0, 16 * nc * sizeof(uint16_t));
-    } else {
-      std::memset(row, 0, 16 * nc * sizeof(float));
-    }
+    std::memset(p16, 0, 16 * nc * sizeof(uint16_t));
     return 1.0f;
   }
   const float alpha = std::exp(*m - m_new);  // 0 when *m is -inf
@@ -127,16 +124,14 @@ float SoftmaxRow(float* row, int nc, float* m, float* l, uint16_t* p16) {
   }
   *l = *l * alpha + _mm512_reduce_add_ps(vsum);
   *m = m_new;
-  if (p16 != nullptr) {
-    for (int c = 0; c < nc; c += 2) {
-      const __m512 hi = c + 1 < nc ? v[c + 1] : _mm512_setzero_ps();
-      _mm512_storeu_si512(p16 + 16 * c, (__m512i)_mm512_cvtne2ps_pbh(hi, v[c]));
-    }
-  } else {
-    for (int c = 0; c < nc; ++c) _mm512_store_ps(row + 16 * c, v[c]);
+  for (int c = 0; c < nc; c += 2) {
+    const __m512 hi = c + 1 < nc ? v[c + 1] : _mm512_setzero_ps();
+    _mm512_storeu_si512(p16 + 16 * c, (__m512i)_mm512_cvtne2ps_pbh(hi, v[c]));
   }
   return alpha;
 }
+
+}  // namespace
 
 void PackBf16Block(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
                    uint16_t* k_out, uint16_t* v_out) {
@@ -144,8 +139,7 @@ void PackBf16Block(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
   const int64_t nk = std::min(BK, s.kv_len - j0);
   const int64_t hdp = (hd + 1) / 2 * 2;
   uint16_t* kp = k_out;
-  // Whole 32-key chunks; the pad keys are zero (P.V reads key pairs, the
-  // AMX kernels 32-key chunks).
+  // Whole 32-key chunks; the pad keys are zero (P.V reads key pairs).
   const int64_t width = std::min(BK, CeilDiv(nk, 32) * 32);
   if (hd % 32 == 0) {
     // Vectorised: K in 16-key x 16-pair blocks of 32-bit words (a pair of

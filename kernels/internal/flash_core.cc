@@ -22,7 +22,7 @@ constexpr int64_t kAmxMinKeys = 17;
 
 // Which unit computes a sequence, and how its keys and values are packed.
 enum class UnitKind {
-  kAmx,        // bf16 tiles; PackBf16Block
+  kAmx,        // bf16 tiles; PackAmxBlock
   kBf16,       // vdpbf16ps; PackBf16Block
   kF32Packed,  // fp32; PackF32Block
   kF32Direct,  // fp32, keys read in place (no packing)
@@ -114,7 +114,7 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
     max_kv = std::max(max_kv, s.kv_len);
   }
   const int64_t k_block = bf16 ? hdp * BK : hd * BK;
-  const int64_t v_block = BK * hd;  // bf16 pairs or fp32 rows
+  const int64_t v_block = BK * hd;  // bf16 or fp32
   ScratchLayout layout;
   const size_t units_at = layout.Add<Unit>(num_units);
   const size_t offsets_at = layout.Add<int64_t>(n + 1);
@@ -131,9 +131,12 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
   // uses the same space as one row of scores.
   auto round16 = [](int64_t f) { return (f + 15) / 16 * 16; };
   const int64_t p16_off = BQ * BK;
+  const bool vdp = isa_ == Isa::kAvx512Bf16;
   const int64_t q16_off = p16_off + round16(BQ * BK / 2);
-  const int64_t qt_off = q16_off + round16((BQ * hdp + 1) / 2);
-  const int64_t m_off = qt_off + (bf16 && !amx ? 0 : round16(hd * BQ));
+  const int64_t qt_off = q16_off + (vdp ? round16((BQ * hdp + 1) / 2) : 0);
+  // qt: fp32 [hd][BQ], or bf16 pairs on the AMX path (which may also run
+  // the fp32 unit for short sequences).
+  const int64_t m_off = qt_off + (vdp ? 0 : round16(hd * BQ));
   const int64_t limit_off = m_off + 3 * BQ;
   const int64_t limit32_off = limit_off + 2 * BQ;
   const int64_t pv_off = limit32_off + BQ;
@@ -201,7 +204,10 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
       const int64_t local = b - block_offset[si];
       const int64_t g = local / nkb;
       const int64_t kb = local % nkb;
-      if (k != UnitKind::kF32Packed) {
+      if (k == UnitKind::kAmx) {
+        flash::PackAmxBlock(s, g, kb, hd, k_packed_bf16 + b * k_block,
+                            v_packed + b * v_block);
+      } else if (k == UnitKind::kBf16) {
         flash::PackBf16Block(s, g, kb, hd, k_packed_bf16 + b * k_block,
                              v_packed + b * v_block);
       } else {

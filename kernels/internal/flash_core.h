@@ -10,8 +10,10 @@
 // Numerics: fp32 layers run an AVX-512 core of fp32 FMAs. bf16 layers run,
 // by default, the AMX core when the CPU has AMX-BF16, the OS grants the tile
 // state (arch_prctl, once per process) and head_dim % 32 == 0: Q, K, V and
-// the softmax probabilities are rounded to bf16, Q.K^T and P.V are AMX tile
-// products (tdpbf16ps, fp32 accumulation), 64 x 64 tiles in 32 x 32 blocks.
+// the softmax probabilities are rounded to bf16, and K.Q^T and V^T.P^T are
+// AMX tile products (tdpbf16ps, fp32 accumulation, 32 x 32 blocks) computed
+// key-major like the fp32 core, so the online softmax runs down the columns
+// of the transposed 64 x 64 score tile.
 // Otherwise bf16 layers use the fp32 core. The vdpbf16ps core
 // (ATTN_KERNEL_ISA=avx512_bf16, bf16 layers only) has the same numerics; it
 // is opt-in because on the development CPU it is slower than the fp32 core.

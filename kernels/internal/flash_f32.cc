@@ -92,37 +92,12 @@ constexpr PvF32Fn kPvF32[kRowsPerKernel][4] = {
 #undef ATTN_ROW
 
 // Online-softmax step over the transposed score tile st[nk][BQ], NV vectors
-// of 16 query rows: updates the running max m and sum l of every query row,
-// writes the rescale factors of the previous output to alpha and the
-// probabilities over the scores. Every reduction runs down the columns, one
-// lane per query row.
+// of 16 query rows (SoftmaxColumnsBegin), writing the probabilities over the
+// scores.
 template <int NV>
 void SoftmaxColumns(float* st, int64_t nk, float* m, float* l, float* alpha) {
-  const __m512 neg_inf = _mm512_set1_ps(kNegInf);
-  __m512 mx[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) mx[v] = neg_inf;
-  for (int64_t j = 0; j < nk; ++j) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      mx[v] = _mm512_max_ps(mx[v], _mm512_load_ps(st + j * BQ + 16 * v));
-    }
-  }
   __m512 base[NV], sum[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) {
-    const __m512 m_old = _mm512_load_ps(m + 16 * v);
-    const __m512 m_new = _mm512_max_ps(m_old, mx[v]);
-    // Rows that have attended no key yet keep m = -inf; their exponents are
-    // taken relative to 0 so that they are exp(-inf) = 0, not NaN.
-    base[v] = _mm512_mask_mov_ps(m_new,
-                                 _mm512_cmp_ps_mask(m_new, neg_inf, _CMP_EQ_OQ),
-                                 _mm512_setzero_ps());
-    const __m512 a = Exp512(_mm512_sub_ps(m_old, base[v]));
-    _mm512_store_ps(alpha + 16 * v, a);
-    _mm512_store_ps(m + 16 * v, m_new);
-    sum[v] = _mm512_mul_ps(_mm512_load_ps(l + 16 * v), a);
-  }
+  SoftmaxColumnsBegin<NV>(st, nk, m, l, alpha, base, sum);
   for (int64_t j = 0; j < nk; ++j) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
@@ -139,40 +114,6 @@ void SoftmaxColumns(float* st, int64_t nk, float* m, float* l, float* alpha) {
 using SoftmaxColumnsFn = void (*)(float*, int64_t, float*, float*, float*);
 constexpr SoftmaxColumnsFn kSoftmaxColumns[4] = {
     SoftmaxColumns<1>, SoftmaxColumns<2>, SoftmaxColumns<3>, SoftmaxColumns<4>};
-
-// Masks the transposed score tile st[nk][BQ] of keys j0 .. j0 + nk - 1:
-// the explicit mask of the sequence (for the first nq query rows, keys below
-// their limit) and every key at or past a row's limit (-inf).
-void MaskColumns(const FlashSequence& s, int64_t i0, int64_t nq, int64_t j0,
-                 int64_t nk, int nqv, int64_t min_limit, const ThreadTiles& t) {
-  if (s.mask_kind != MaskKind::kNone) {
-    for (int64_t r = 0; r < nq; ++r) {
-      const int64_t valid = std::clamp<int64_t>(t.limit[r] - j0, 0, nk);
-      const int64_t offset = (i0 + r) * s.kv_len + j0;
-      float* col = t.s + r;
-      if (s.mask_kind == MaskKind::kAdditive) {
-        const float* m = static_cast<const float*>(s.mask) + offset;
-        for (int64_t j = 0; j < valid; ++j) col[j * BQ] += m[j];
-      } else {
-        const uint8_t* m = static_cast<const uint8_t*>(s.mask) + offset;
-        for (int64_t j = 0; j < valid; ++j) {
-          if (m[j] != 0) col[j * BQ] = kNegInf;
-        }
-      }
-    }
-  }
-  const __m512 neg_inf = _mm512_set1_ps(kNegInf);
-  for (int64_t j = std::max<int64_t>(min_limit - j0, 0); j < nk; ++j) {
-    const __m512i key = _mm512_set1_epi32(static_cast<int32_t>(j0 + j));
-    for (int v = 0; v < nqv; ++v) {
-      const __mmask16 keep =
-          _mm512_cmpgt_epi32_mask(_mm512_load_si512(t.limit32 + 16 * v), key);
-      float* at = t.s + j * BQ + 16 * v;
-      _mm512_store_ps(at,
-                      _mm512_mask_mov_ps(neg_inf, keep, _mm512_load_ps(at)));
-    }
-  }
-}
 
 }  // namespace
 

@@ -6,6 +6,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/internal/flash_tiles.h"
@@ -77,7 +78,8 @@ inline void StoreRows(const __m512 (&acc)[R][NV], __mmask16 last, float* o,
 }
 
 // Writes the first `cols` columns of rows[0..15] (16 floats each)
-// transposed: out[c * out_stride + r] = rows[r][c]. out is 64-byte aligned.
+// transposed: out[c * out_stride + r] = rows[r][c] (out need not be
+// aligned).
 inline void Transpose16x16(__m512 (&rows)[16], int cols, float* out,
                            int64_t out_stride) {
   __m512 t[16];
@@ -112,7 +114,80 @@ inline void Transpose16x16(__m512 (&rows)[16], int cols, float* out,
   }
 #pragma GCC unroll 16
   for (int c = 0; c < 16; ++c) {
-    if (c < cols) _mm512_store_ps(out + c * out_stride, t[c]);
+    if (c < cols) _mm512_storeu_ps(out + c * out_stride, t[c]);
+  }
+}
+
+// First half of an online-softmax step over the transposed score tile
+// st[nk][BQ], NV vectors of 16 query rows: updates the running max m of
+// every query row, writes the rescale factors of the previous output to
+// alpha, and returns per vector the exponent base (the new max, 0 for rows
+// that have attended no key yet) and the rescaled running sum l * alpha.
+// The caller adds exp(st - base) to sum and stores it to l. Every reduction
+// runs down the columns, one lane per query row.
+template <int NV>
+inline void SoftmaxColumnsBegin(const float* st, int64_t nk, float* m,
+                                const float* l, float* alpha,
+                                __m512 (&base)[NV], __m512 (&sum)[NV]) {
+  const __m512 neg_inf = _mm512_set1_ps(kNegInf);
+  __m512 mx[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) mx[v] = neg_inf;
+  for (int64_t j = 0; j < nk; ++j) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      mx[v] = _mm512_max_ps(mx[v], _mm512_load_ps(st + j * BQ + 16 * v));
+    }
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const __m512 m_old = _mm512_load_ps(m + 16 * v);
+    const __m512 m_new = _mm512_max_ps(m_old, mx[v]);
+    // Rows that have attended no key yet keep m = -inf; their exponents are
+    // taken relative to 0 so that they are exp(-inf) = 0, not NaN.
+    base[v] = _mm512_mask_mov_ps(m_new,
+                                 _mm512_cmp_ps_mask(m_new, neg_inf, _CMP_EQ_OQ),
+                                 _mm512_setzero_ps());
+    const __m512 a = Exp512(_mm512_sub_ps(m_old, base[v]));
+    _mm512_store_ps(alpha + 16 * v, a);
+    _mm512_store_ps(m + 16 * v, m_new);
+    sum[v] = _mm512_mul_ps(_mm512_load_ps(l + 16 * v), a);
+  }
+}
+
+// Masks the transposed score tile t.s[nk][BQ] of keys j0 .. j0 + nk - 1:
+// the explicit mask of the sequence (for the first nq query rows, keys below
+// their limit) and every key at or past a row's limit (-inf; t.limit32 holds
+// the limits of nqv vectors of query rows, min_limit their minimum).
+inline void MaskColumns(const FlashSequence& s, int64_t i0, int64_t nq,
+                        int64_t j0, int64_t nk, int nqv, int64_t min_limit,
+                        const ThreadTiles& t) {
+  if (s.mask_kind != MaskKind::kNone) {
+    for (int64_t r = 0; r < nq; ++r) {
+      const int64_t valid = std::clamp<int64_t>(t.limit[r] - j0, 0, nk);
+      const int64_t offset = (i0 + r) * s.kv_len + j0;
+      float* col = t.s + r;
+      if (s.mask_kind == MaskKind::kAdditive) {
+        const float* m = static_cast<const float*>(s.mask) + offset;
+        for (int64_t j = 0; j < valid; ++j) col[j * BQ] += m[j];
+      } else {
+        const uint8_t* m = static_cast<const uint8_t*>(s.mask) + offset;
+        for (int64_t j = 0; j < valid; ++j) {
+          if (m[j] != 0) col[j * BQ] = kNegInf;
+        }
+      }
+    }
+  }
+  const __m512 neg_inf = _mm512_set1_ps(kNegInf);
+  for (int64_t j = std::max<int64_t>(min_limit - j0, 0); j < nk; ++j) {
+    const __m512i key = _mm512_set1_epi32(static_cast<int32_t>(j0 + j));
+    for (int v = 0; v < nqv; ++v) {
+      const __mmask16 keep =
+          _mm512_cmpgt_epi32_mask(_mm512_load_si512(t.limit32 + 16 * v), key);
+      float* at = t.s + j * BQ + 16 * v;
+      _mm512_store_ps(at,
+                      _mm512_mask_mov_ps(neg_inf, keep, _mm512_load_ps(at)));
+    }
   }
 }
 
@@ -129,9 +204,9 @@ inline void NormaliseRows(const FlashSequence& s, int64_t i0, int64_t nq,
     const __m512 inv = _mm512_set1_ps(masked ? 0.0f : 1.0f / t.l[r]);
     for (int64_t d = 0; d < hd; d += 16) {
       const __mmask16 m = LaneMask(hd - d);
-      const __m512 x = masked ? _mm512_setzero_ps()
-                              : _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + d),
-                                              inv);
+      const __m512 x =
+          masked ? _mm512_setzero_ps()
+                 : _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + d), inv);
       _mm512_mask_storeu_ps(o + d, m, x);
     }
   }

@@ -34,7 +34,6 @@ inline int64_t RowLimit(const FlashSequence& s, int64_t i) {
   return std::max<int64_t>(limit, 0);
 }
 
-
 // Round-to-nearest-even fp32 -> bf16 (inputs are finite).
 inline uint16_t ToBf16(float f) {
   uint32_t bits;
@@ -46,16 +45,18 @@ inline uint16_t ToBf16(float f) {
 // Per-thread tile scratch.
 struct ThreadTiles {
   float* s;          // [BQ][BK] scores / probabilities (fp32); transposed
-                     // [BK][BQ] on the fp32 path
-  uint16_t* p16;     // [BQ][BK] probabilities (bf16)
-  uint16_t* q16;     // [BQ][hdp] query rows (bf16)
+                     // [BK][BQ] on the fp32 and AMX paths
+  uint16_t* p16;     // [BQ][BK] probabilities (bf16); transposed key pairs
+                     // [BK/2][BQ][2] on the AMX path
+  uint16_t* q16;     // [BQ][hdp] query rows (bf16, vdpbf16ps path)
   float* m;          // [BQ] running max
   float* l;          // [BQ] running sum
   float* alpha;      // [BQ] rescale of this step
-  float* qt;         // [hd][BQ] query rows, transposed (fp32 path)
+  float* qt;         // [hd][BQ] query rows, transposed (fp32 path); as
+                     // bf16 dimension pairs [hd/2][BQ][2] (AMX path)
   int64_t* limit;    // [BQ] row limits
-  int32_t* limit32;  // [BQ] row limits as int32 (fp32 path)
-  float* pv;         // [BQ][hd] P.V of one key block (AMX)
+  int32_t* limit32;  // [BQ] row limits as int32 (fp32 and AMX paths)
+  float* pv;         // [hd][BQ] unnormalised output, transposed (AMX path)
 };
 
 // --- flash_common.cc (any CPU) ---
@@ -95,11 +96,6 @@ void F32Unit(const FlashSequence& s, const float* k, const float* v,
 void PackBf16Block(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
                    uint16_t* k_out, uint16_t* v_out);
 
-// Online-softmax step for one row of nc score vectors: updates m and l,
-// returns the rescale factor of the previous output and writes the
-// probabilities (fp32 in place, or bf16 to p16 when not null).
-float SoftmaxRow(float* row, int nc, float* m, float* l, uint16_t* p16);
-
 // packed_k and packed_v: the sequence's PackBf16Block output.
 void Bf16Unit(const FlashSequence& s, const uint16_t* packed_k,
               const uint16_t* packed_v, int64_t h, int64_t g, int64_t i0,
@@ -116,7 +112,14 @@ bool RequestAmxPermission();
 void AmxConfigure();
 void AmxRelease();
 
-// As Bf16Unit with tile products. REQUIRES: hd % 32 == 0, AmxConfigure().
+// Packs key block kb of kv head g for AmxUnit: K as bf16 rows [BK][hd], V
+// transposed as bf16 rows [hd][BK]; keys past kv_len (to a whole 32-key
+// chunk) are zero. REQUIRES: hd % 32 == 0.
+void PackAmxBlock(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
+                  uint16_t* k_out, uint16_t* v_out);
+
+// As F32Unit (key-major) with bf16 tile products; packed_k and packed_v: the
+// sequence's PackAmxBlock output. REQUIRES: hd % 32 == 0, AmxConfigure().
 void AmxUnit(const FlashSequence& s, const uint16_t* packed_k,
              const uint16_t* packed_v, int64_t h, int64_t g, int64_t i0,
              int64_t nq, int64_t hd, int64_t ctx_stride, const ThreadTiles& t,
