@@ -11,12 +11,7 @@
 #include "kernels/internal/flash_simd.h"
 #include "kernels/internal/flash_tiles.h"
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (_mm512_undefined_*).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+ATTN_FLASH_TARGET_BEGIN(ATTN_FLASH_AVX512_BF16)
 
 namespace attn::kernels::internal::flash {
 
@@ -228,18 +223,7 @@ void AmxUnit(const FlashSequence& s, const uint16_t* packed_k,
              bool write_mask) {
   const int nqv = static_cast<int>(CeilDiv(nq, 16));
   const int q_pairs = static_cast<int>(CeilDiv(nq, 32));
-  int64_t max_limit = 0;
-  int64_t min_limit = s.kv_len;
-  for (int64_t r = 0; r < 16 * nqv; ++r) {
-    t.m[r] = kNegInf;
-    t.l[r] = 0.0f;
-    // Pad lanes (r >= nq) see zero queries; their results are never stored.
-    t.limit[r] = r < nq ? RowLimit(s, i0 + r) : 0;
-    t.limit32[r] = static_cast<int32_t>(t.limit[r]);
-    if (r >= nq) continue;
-    max_limit = std::max(max_limit, t.limit[r]);
-    min_limit = std::min(min_limit, t.limit[r]);
-  }
+  const auto [min_limit, max_limit] = StartColumns(s, i0, nq, nqv, t);
   // Q^T as dimension pairs: bf16 rows of 32 dimensions, 16 x 16 words
   // transposed.
   const float* q_base = s.q + i0 * s.q_stride + h * hd;
@@ -322,5 +306,4 @@ bool RequestAmxPermission() {
 
 }  // namespace attn::kernels::internal::flash
 
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+ATTN_FLASH_TARGET_END

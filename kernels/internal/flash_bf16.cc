@@ -10,12 +10,7 @@
 #include "kernels/internal/flash_simd.h"
 #include "kernels/internal/flash_tiles.h"
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (_mm512_undefined_*).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+ATTN_FLASH_TARGET_BEGIN(ATTN_FLASH_AVX512_BF16)
 
 namespace attn::kernels::internal::flash {
 namespace {
@@ -256,5 +251,4 @@ void Bf16Unit(const FlashSequence& s, const uint16_t* packed_k,
 
 }  // namespace attn::kernels::internal::flash
 
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+ATTN_FLASH_TARGET_END

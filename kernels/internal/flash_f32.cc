@@ -9,12 +9,7 @@
 #include "kernels/internal/flash_simd.h"
 #include "kernels/internal/flash_tiles.h"
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (_mm512_undefined_*).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+ATTN_FLASH_TARGET_BEGIN(ATTN_FLASH_AVX512)
 
 namespace attn::kernels::internal::flash {
 namespace {
@@ -143,19 +138,10 @@ void F32Unit(const FlashSequence& s, const float* k, const float* v,
              int64_t ctx_stride, const ThreadTiles& t, bool write_mask) {
   float* const o_base = s.context + i0 * ctx_stride + h * hd;
   const int nqv = static_cast<int>(CeilDiv(nq, 16));
-  int64_t max_limit = 0;
-  int64_t min_limit = s.kv_len;
+  const auto [min_limit, max_limit] = StartColumns(s, i0, nq, nqv, t);
   const float* q_base = s.q + i0 * s.q_stride + h * hd;
-  for (int64_t r = 0; r < 16 * nqv; ++r) {
-    t.m[r] = kNegInf;
-    t.l[r] = 0.0f;
-    // Pad lanes (r >= nq) see zero queries; their results are never stored.
-    t.limit[r] = r < nq ? RowLimit(s, i0 + r) : 0;
-    t.limit32[r] = static_cast<int32_t>(t.limit[r]);
-    if (r >= nq) continue;
+  for (int64_t r = 0; r < nq; ++r) {
     std::fill(o_base + r * ctx_stride, o_base + r * ctx_stride + hd, 0.0f);
-    max_limit = std::max(max_limit, t.limit[r]);
-    min_limit = std::min(min_limit, t.limit[r]);
   }
   for (int v = 0; v < nqv; ++v) {
     for (int64_t d0 = 0; d0 < hd; d0 += 16) {
@@ -206,5 +192,4 @@ void F32Unit(const FlashSequence& s, const float* k, const float* v,
 
 }  // namespace attn::kernels::internal::flash
 
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+ATTN_FLASH_TARGET_END

@@ -8,15 +8,28 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "kernels/internal/flash_tiles.h"
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (_mm512_undefined_*).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+// ATTN_FLASH_TARGET_BEGIN(isa) ... ATTN_FLASH_TARGET_END compiles the code
+// in between for the instruction sets `isa` (a GCC target string), with
+// -Wmaybe-uninitialized off: GCC 12's AVX-512 headers trip it
+// (_mm512_undefined_*).
+#define ATTN_FLASH_PRAGMA(x) _Pragma(#x)
+#define ATTN_FLASH_TARGET_BEGIN(isa)                                \
+  ATTN_FLASH_PRAGMA(GCC push_options)                               \
+  ATTN_FLASH_PRAGMA(GCC target(isa))                                \
+  ATTN_FLASH_PRAGMA(GCC diagnostic push)                            \
+  ATTN_FLASH_PRAGMA(GCC diagnostic ignored "-Wmaybe-uninitialized") \
+  ATTN_FLASH_PRAGMA(GCC diagnostic ignored "-Wuninitialized")
+#define ATTN_FLASH_TARGET_END           \
+  ATTN_FLASH_PRAGMA(GCC diagnostic pop) \
+  ATTN_FLASH_PRAGMA(GCC pop_options)
+#define ATTN_FLASH_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,fma"
+#define ATTN_FLASH_AVX512_BF16 ATTN_FLASH_AVX512 ",avx512bf16"
+
+ATTN_FLASH_TARGET_BEGIN(ATTN_FLASH_AVX512)
 
 namespace attn::kernels::internal::flash {
 
@@ -155,6 +168,28 @@ inline void SoftmaxColumnsBegin(const float* st, int64_t nk, float* m,
   }
 }
 
+// Starts the column state of a key-major unit over query rows i0 .. i0 +
+// nq - 1 (nqv vectors of 16): running max -inf, sum 0, row limits in
+// t.limit and t.limit32. Pad lanes (r >= nq) get limit 0; they see zero
+// queries and their results are never stored. Returns {min, max} of the
+// real rows' limits.
+inline std::pair<int64_t, int64_t> StartColumns(const FlashSequence& s,
+                                                int64_t i0, int64_t nq, int nqv,
+                                                const ThreadTiles& t) {
+  int64_t min_limit = s.kv_len;
+  int64_t max_limit = 0;
+  for (int64_t r = 0; r < 16 * nqv; ++r) {
+    t.m[r] = kNegInf;
+    t.l[r] = 0.0f;
+    t.limit[r] = r < nq ? RowLimit(s, i0 + r) : 0;
+    t.limit32[r] = static_cast<int32_t>(t.limit[r]);
+    if (r >= nq) continue;
+    max_limit = std::max(max_limit, t.limit[r]);
+    min_limit = std::min(min_limit, t.limit[r]);
+  }
+  return {min_limit, max_limit};
+}
+
 // Masks the transposed score tile t.s[nk][BQ] of keys j0 .. j0 + nk - 1:
 // the explicit mask of the sequence (for the first nq query rows, keys below
 // their limit) and every key at or past a row's limit (-inf; t.limit32 holds
@@ -214,7 +249,6 @@ inline void NormaliseRows(const FlashSequence& s, int64_t i0, int64_t nq,
 
 }  // namespace attn::kernels::internal::flash
 
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+ATTN_FLASH_TARGET_END
 
 #endif  // ATTNSERVE_KERNELS_INTERNAL_FLASH_SIMD_H_
