@@ -2,7 +2,9 @@
 // when head_dim % 32 == 0): selection, and accuracy against the fp64
 // reference (bf16 tolerance 3e-2 * (1 + |ref|)) and against the fp32 layer
 // (<= 2e-2 absolute on unit-scale inputs) on shapes that exercise partial
-// 16-row and 32-key tiles, causal tile skipping, GQA, key lengths and masks.
+// 16-row and 32-key tiles, causal tile skipping, GQA, key lengths and masks,
+// and on both sides of the 17-key boundary below which bf16 layers use the
+// fp32 unit.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -83,6 +85,18 @@ std::vector<NamedCase> AmxCases() {
     cases.push_back({kind == MaskKind::kAdditive ? "AdditiveMaskCausal"
                                                  : "BooleanMaskCausal",
                      c});
+  }
+  // Sequences with fewer than 17 keys run on the fp32 unit inside a bf16
+  // layer; 17 keys is the first length on the AMX unit.
+  for (int64_t len : {16, 17}) {
+    c = Case();
+    c.return_weights = false;
+    c.config = config(128, 2, 0, 64);
+    c.batch = 3;
+    c.q_len = c.kv_len = len;
+    c.causal = true;
+    c.key_lengths = KeyLengths::kRandom;
+    cases.push_back({"SelfCausalKeys" + std::to_string(len), c});
   }
   return cases;
 }
