@@ -246,7 +246,8 @@ void Bf16Unit(const FlashSequence& s, const uint16_t* packed_k,
       }
     }
   }
-  NormaliseRows(s, i0, nq, hd, ctx_stride, t, write_mask, o_base);
+  NormaliseRows(s, i0, nq, hd, o_base, ctx_stride, t, write_mask, o_base,
+                ctx_stride);
 }
 
 }  // namespace attn::kernels::internal::flash

@@ -141,7 +141,7 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
   const int64_t limit32_off = limit_off + 2 * BQ;
   const int64_t pv_off = limit32_off + BQ;
   const int64_t thread_stride =
-      round16(std::max(pv_off + (amx ? BQ * hd : 0), max_kv + 16));
+      round16(std::max(pv_off + BQ * hd, max_kv + 16));
   const size_t tiles_at = layout.Add<float>(threads * thread_stride);
 
   ScratchPool::Lease arena = pool_.Acquire();

@@ -141,7 +141,7 @@ void F32Unit(const FlashSequence& s, const float* k, const float* v,
   const auto [min_limit, max_limit] = StartColumns(s, i0, nq, nqv, t);
   const float* q_base = s.q + i0 * s.q_stride + h * hd;
   for (int64_t r = 0; r < nq; ++r) {
-    std::fill(o_base + r * ctx_stride, o_base + r * ctx_stride + hd, 0.0f);
+    std::fill(t.pv + r * hd, t.pv + (r + 1) * hd, 0.0f);
   }
   for (int v = 0; v < nqv; ++v) {
     for (int64_t d0 = 0; d0 < hd; d0 += 16) {
@@ -182,12 +182,11 @@ void F32Unit(const FlashSequence& s, const float* k, const float* v,
         const int rows =
             static_cast<int>(std::min<int64_t>(kRowsPerKernel, nq - r0));
         kPvF32[rows - 1][nv - 1](t.s + r0, nk, vp + c0, kv_stride,
-                                 o_base + r0 * ctx_stride + c0, ctx_stride,
-                                 t.alpha + r0, last);
+                                 t.pv + r0 * hd + c0, hd, t.alpha + r0, last);
       }
     }
   }
-  NormaliseRows(s, i0, nq, hd, ctx_stride, t, write_mask, o_base);
+  NormaliseRows(s, i0, nq, hd, t.pv, hd, t, write_mask, o_base, ctx_stride);
 }
 
 }  // namespace attn::kernels::internal::flash

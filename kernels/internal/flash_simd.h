@@ -226,14 +226,17 @@ inline void MaskColumns(const FlashSequence& s, int64_t i0, int64_t nq,
   }
 }
 
-// Divides each of the nq output rows at o_base by its softmax sum t.l[r];
-// rows that saw no key are set to zero and, if write_mask, flagged in
+// Writes each of the nq unnormalised output rows at acc (acc_stride floats
+// apart) divided by its softmax sum t.l[r] to out (out_stride apart; may be
+// acc); rows that saw no key are set to zero and, if write_mask, flagged in
 // s.row_masked.
 inline void NormaliseRows(const FlashSequence& s, int64_t i0, int64_t nq,
-                          int64_t hd, int64_t ctx_stride, const ThreadTiles& t,
-                          bool write_mask, float* o_base) {
+                          int64_t hd, const float* acc, int64_t acc_stride,
+                          const ThreadTiles& t, bool write_mask, float* out,
+                          int64_t out_stride) {
   for (int64_t r = 0; r < nq; ++r) {
-    float* o = o_base + r * ctx_stride;
+    const float* a = acc + r * acc_stride;
+    float* o = out + r * out_stride;
     const bool masked = t.l[r] == 0.0f;
     if (write_mask) s.row_masked[i0 + r] = masked ? 1 : 0;
     const __m512 inv = _mm512_set1_ps(masked ? 0.0f : 1.0f / t.l[r]);
@@ -241,7 +244,7 @@ inline void NormaliseRows(const FlashSequence& s, int64_t i0, int64_t nq,
       const __mmask16 m = LaneMask(hd - d);
       const __m512 x =
           masked ? _mm512_setzero_ps()
-                 : _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + d), inv);
+                 : _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + d), inv);
       _mm512_mask_storeu_ps(o + d, m, x);
     }
   }

@@ -56,7 +56,8 @@ struct ThreadTiles {
                      // bf16 dimension pairs [hd/2][BQ][2] (AMX path)
   int64_t* limit;    // [BQ] row limits
   int32_t* limit32;  // [BQ] row limits as int32 (fp32 and AMX paths)
-  float* pv;         // [hd][BQ] unnormalised output, transposed (AMX path)
+  float* pv;         // unnormalised output: [BQ][hd] rows (fp32 path),
+                     // [hd][BQ] transposed (AMX path)
 };
 
 // --- flash_common.cc (any CPU) ---
