@@ -25,10 +25,7 @@ inline int32_t Word(const uint16_t* p) {
 template <int R, int NC>
 void QkBf16(const uint16_t* q16, int64_t hdp, const uint16_t* kp, float* s) {
   __m512 acc[R][NC];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_setzero_ps();
-  }
+  ZeroRows<R, NC>(acc);
   for (int64_t dp = 0; dp < hdp / 2; ++dp) {
     const uint16_t* kd = kp + dp * BK * 2;
     __m512bh kv[NC];
@@ -45,12 +42,7 @@ void QkBf16(const uint16_t* q16, int64_t hdp, const uint16_t* kp, float* s) {
         acc[r][c] = _mm512_dpbf16_ps(acc[r][c], b, kv[c]);
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
-    for (int c = 0; c < NC; ++c)
-      _mm512_store_ps(s + r * BK + 16 * c, acc[r][c]);
-  }
+  StoreRows<R, NC>(acc, __mmask16(0xFFFF), s, BK);
 }
 
 // As PvF32 with bf16 p16[R][BK] and vp packed [BK/2][hd][2] (the caller

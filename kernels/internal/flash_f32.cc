@@ -21,10 +21,7 @@ template <int R, int NC>
 void QkTF32(const float* k, int64_t k_stride, int64_t hd, const float* qt,
             float* st) {
   __m512 acc[R][NC];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_setzero_ps();
-  }
+  ZeroRows<R, NC>(acc);
   for (int64_t d = 0; d < hd; ++d) {
     const float* qd = qt + d * BQ;
     __m512 qv[NC];
@@ -38,12 +35,7 @@ void QkTF32(const float* k, int64_t k_stride, int64_t hd, const float* qt,
         acc[r][c] = _mm512_fmadd_ps(b, qv[c], acc[r][c]);
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
-    for (int c = 0; c < NC; ++c)
-      _mm512_store_ps(st + r * BQ + 16 * c, acc[r][c]);
-  }
+  StoreRows<R, NC>(acc, __mmask16(0xFFFF), st, BQ);
 }
 
 // o[R][16*NV] = o * alpha + p . v[nk][16*NV] (fp32; the last vector covers

@@ -76,6 +76,16 @@ inline void LoadRescaled(const float* o, int64_t o_stride, const float* alpha,
   }
 }
 
+// acc[r][c] = 0.
+template <int R, int NV>
+inline void ZeroRows(__m512 (&acc)[R][NV]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_setzero_ps();
+  }
+}
+
 // o[r][16c..] = acc[r][c] (the last vector writes `last` lanes).
 template <int R, int NV>
 inline void StoreRows(const __m512 (&acc)[R][NV], __mmask16 last, float* o,
