@@ -206,3 +206,16 @@ def mt19937_uniform(seed, count):
     bits._legacy_seeding(seed)
     raw = bits.random_raw(count).astype(np.uint32)
     return (raw >> 8).astype(np.float32) * np.float32(2.0 / 16777216.0) - np.float32(1.0)
+
+
+def tear_down_class(cls):
+    """The shared tearDownClass of the server test classes: closes cls.client
+    (when the class has one), then stops cls.server and removes cls.tmp even
+    if stopping fails."""
+    client = getattr(cls, "client", None)
+    if client is not None:
+        client.close()
+    try:
+        cls.server.stop()
+    finally:
+        cls.tmp.cleanup()

@@ -40,11 +40,7 @@ class BadInputsTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.client.close()
-        try:
-            cls.server.stop()
-        finally:
-            cls.tmp.cleanup()
+        h.tear_down_class(cls)
 
     def tearDown(self):
         self.assertTrue(self.server.alive(),

@@ -45,10 +45,7 @@ class CliOnDemoServerTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.server.stop()
-        finally:
-            cls.tmp.cleanup()
+        h.tear_down_class(cls)
 
     def cli(self, command, *args):
         return run_cli(command, f"--target={self.target}", *args)
@@ -128,10 +125,7 @@ class CliOnExportedModelTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.server.stop()
-        finally:
-            cls.tmp.cleanup()
+        h.tear_down_class(cls)
 
     def path(self, name):
         return os.path.join(self.tmp.name, name)

@@ -104,11 +104,7 @@ class PythonClientTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.client.close()
-        try:
-            cls.server.stop()
-        finally:
-            cls.tmp.cleanup()
+        h.tear_down_class(cls)
 
     @staticmethod
     def _write_llama_gqa(model_dir, d_model=64, heads=8, kv_heads=2):

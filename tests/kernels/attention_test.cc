@@ -209,6 +209,25 @@ std::vector<NamedCase> FeatureCases() {
   return cases;
 }
 
+// Runs `c` on a layer created with ATTN_KERNEL_ISA=isa (the variable is
+// read only when a layer is created) and compares it with the reference.
+Comparison RunWithIsa(const Case& c, const char* isa) {
+  const CaseData data = MakeCaseData(c);
+  if (setenv("ATTN_KERNEL_ISA", isa, 1) != 0) {
+    Comparison failed;
+    failed.error = "setenv failed";
+    return failed;
+  }
+  auto mha = MultiHeadAttention::Create(c.config, data.weights);
+  unsetenv("ATTN_KERNEL_ISA");
+  if (!mha.ok()) {
+    Comparison failed;
+    failed.error = mha.status().ToString();
+    return failed;
+  }
+  return RunAndCompare(c, data, mha->get());
+}
+
 class FeatureTest : public ::testing::TestWithParam<NamedCase> {};
 
 TEST_P(FeatureTest, MatchesReference) {
@@ -258,12 +277,7 @@ TEST_P(FeatureTest, Bf16DotProductCoreMatchesReference) {
   Case c = GetParam().c;
   c.config.compute_dtype = ComputeDType::kBFloat16;
   c.return_weights = false;
-  const CaseData data = MakeCaseData(c);
-  ASSERT_EQ(setenv("ATTN_KERNEL_ISA", "avx512_bf16", 1), 0);
-  auto mha = MultiHeadAttention::Create(c.config, data.weights);
-  unsetenv("ATTN_KERNEL_ISA");
-  ASSERT_TRUE(mha.ok()) << mha.status();
-  const Comparison r = RunAndCompare(c, data, mha->get());
+  const Comparison r = RunWithIsa(c, "avx512_bf16");
   ASSERT_EQ(r.error, "") << c.DebugString();
   EXPECT_FALSE(r.has_non_finite) << c.DebugString();
   EXPECT_LE(r.max_output_scaled_error, kBf16Tolerance) << c.DebugString();
@@ -274,12 +288,7 @@ TEST_P(FeatureTest, Bf16DotProductCoreMatchesReference) {
 TEST_P(FeatureTest, ScalarCoreMatchesReference) {
   Case c = GetParam().c;
   c.return_weights = false;
-  const CaseData data = MakeCaseData(c);
-  ASSERT_EQ(setenv("ATTN_KERNEL_ISA", "scalar", 1), 0);
-  auto mha = MultiHeadAttention::Create(c.config, data.weights);
-  unsetenv("ATTN_KERNEL_ISA");
-  ASSERT_TRUE(mha.ok()) << mha.status();
-  const Comparison r = RunAndCompare(c, data, mha->get());
+  const Comparison r = RunWithIsa(c, "scalar");
   ASSERT_EQ(r.error, "") << c.DebugString();
   EXPECT_FALSE(r.has_non_finite) << c.DebugString();
   EXPECT_LE(r.max_output_error, kFp32Tolerance) << c.DebugString();

@@ -68,10 +68,7 @@ class LoadgenCase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.server.stop()
-        finally:
-            cls.tmp.cleanup()
+        h.tear_down_class(cls)
 
     def path(self, name):
         return os.path.join(self.tmp.name, f"{self.id().split('.')[-1]}_{name}")

@@ -35,11 +35,7 @@ class MetricsFormatTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.client.close()
-        try:
-            cls.server.stop()
-        finally:
-            cls.tmp.cleanup()
+        h.tear_down_class(cls)
 
     def scrape(self):
         text, content_type = self.server.scrape()
