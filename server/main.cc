@@ -26,7 +26,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/time/time.h"
-#include "server/model_repository.h"
+#include "server/models/model_repository.h"
 #include "server/server_builder.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0",

@@ -19,12 +19,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
-#include "server/attention_service.h"
-#include "server/batcher.h"
-#include "server/clock.h"
-#include "server/metrics.h"
-#include "server/metrics_endpoint.h"
-#include "server/model_repository.h"
+#include "server/api/attention_service.h"
+#include "server/models/model_repository.h"
+#include "server/observability/metrics.h"
+#include "server/observability/metrics_endpoint.h"
+#include "server/serving/batcher.h"
+#include "server/serving/clock.h"
 
 namespace attn::server {
 

@@ -5,9 +5,9 @@
 #include <cstdint>
 #include <string>
 
-#include "server/checkpoint_loader.h"
-#include "server/model_config.h"
-#include "server/safetensors.h"
+#include "server/models/checkpoint_loader.h"
+#include "server/models/model_config.h"
+#include "server/models/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<attn::server::SafetensorsFile> file =

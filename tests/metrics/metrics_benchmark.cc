@@ -8,7 +8,7 @@
 
 #include "benchmark/benchmark.h"
 #include "prometheus/registry.h"
-#include "server/metrics.h"
+#include "server/observability/metrics.h"
 
 namespace attn::server {
 namespace {

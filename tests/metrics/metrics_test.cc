@@ -1,6 +1,6 @@
 // ServerMetrics in-process: what each recording call does to the series,
 // the unknown-model label, and the pre-created series.
-#include "server/metrics.h"
+#include "server/observability/metrics.h"
 
 #include <map>
 #include <memory>

@@ -1,6 +1,6 @@
 // ProcessCollector / ReadProcessStats on a fake /proc with known contents,
 // and on the real /proc.
-#include "server/process_metrics.h"
+#include "server/observability/process_metrics.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -13,9 +13,9 @@
 #include <string>
 
 #include "nlohmann/json.hpp"
-#include "server/checkpoint_loader.h"
-#include "server/demo_model.h"
-#include "server/model_config.h"
+#include "server/models/checkpoint_loader.h"
+#include "server/models/demo_model.h"
+#include "server/models/model_config.h"
 
 namespace {
 

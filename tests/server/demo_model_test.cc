@@ -1,4 +1,4 @@
-#include "server/demo_model.h"
+#include "server/models/demo_model.h"
 
 #include <cmath>
 #include <filesystem>
@@ -7,8 +7,8 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "server/checkpoint_loader.h"
-#include "server/model_config.h"
+#include "server/models/checkpoint_loader.h"
+#include "server/models/model_config.h"
 #include "tests/server/temp_dir.h"
 
 namespace attn::server {

@@ -1,4 +1,4 @@
-#include "server/model_config.h"
+#include "server/models/model_config.h"
 
 #include <cmath>
 #include <string>

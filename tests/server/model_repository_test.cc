@@ -1,4 +1,4 @@
-#include "server/model_repository.h"
+#include "server/models/model_repository.h"
 
 #include <filesystem>
 #include <string>
@@ -6,9 +6,9 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/checkpoint_loader.h"
-#include "server/demo_model.h"
-#include "server/safetensors.h"
+#include "server/models/checkpoint_loader.h"
+#include "server/models/demo_model.h"
+#include "server/models/safetensors.h"
 #include "tests/server/temp_dir.h"
 
 namespace attn::server {

@@ -1,4 +1,4 @@
-#include "server/safetensors.h"
+#include "server/models/safetensors.h"
 
 #include <cmath>
 #include <cstdint>
@@ -9,7 +9,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/demo_model.h"
+#include "server/models/demo_model.h"
 #include "tests/server/temp_dir.h"
 
 namespace attn::server {

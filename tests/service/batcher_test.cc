@@ -1,4 +1,4 @@
-#include "server/batcher.h"
+#include "server/serving/batcher.h"
 
 #include <iterator>
 #include <string>
@@ -10,7 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/model_repository.h"
+#include "server/models/model_repository.h"
 #include "tests/service/fake_clock.h"
 #include "tests/service/fake_model.h"
 #include "tests/service/test_tensors.h"

@@ -4,7 +4,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/clock.h"
+#include "server/serving/clock.h"
 
 namespace attn::server::testing {
 

@@ -14,7 +14,7 @@
 #include "absl/types/span.h"
 #include "common/status_macros.h"
 #include "kernels/attention.h"
-#include "server/model_repository.h"
+#include "server/models/model_repository.h"
 
 namespace attn::server::testing {
 

@@ -1,4 +1,4 @@
-#include "server/request_validation.h"
+#include "server/api/request_validation.h"
 
 #include <cmath>
 #include <functional>

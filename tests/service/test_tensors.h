@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "attn/v1/attention.pb.h"
-#include "server/tensor_codec.h"
+#include "server/api/tensor_codec.h"
 
 namespace attn::server::testing {
 

@@ -9,8 +9,8 @@
 //
 // Thread-safety: immutable after Start(); the Exposer serves scrapes on its
 // own threads, which only read the registry and /proc.
-#ifndef ATTNSERVE_SERVER_METRICS_ENDPOINT_H_
-#define ATTNSERVE_SERVER_METRICS_ENDPOINT_H_
+#ifndef ATTNSERVE_SERVER_OBSERVABILITY_METRICS_ENDPOINT_H_
+#define ATTNSERVE_SERVER_OBSERVABILITY_METRICS_ENDPOINT_H_
 
 #include <memory>
 #include <string>
@@ -58,4 +58,4 @@ class MetricsEndpoint {
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_METRICS_ENDPOINT_H_
+#endif  // ATTNSERVE_SERVER_OBSERVABILITY_METRICS_ENDPOINT_H_

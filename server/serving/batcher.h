@@ -55,8 +55,8 @@
 // Thread-safety: Submit() and Shutdown() may be called from any thread
 // concurrently. `done` callbacks run on the executor thread, one at a time;
 // they must not block for long and must not call Shutdown().
-#ifndef ATTNSERVE_SERVER_BATCHER_H_
-#define ATTNSERVE_SERVER_BATCHER_H_
+#ifndef ATTNSERVE_SERVER_SERVING_BATCHER_H_
+#define ATTNSERVE_SERVER_SERVING_BATCHER_H_
 
 #include <atomic>
 #include <cstdint>
@@ -71,9 +71,9 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/attention_job.h"
-#include "server/batch_observer.h"
-#include "server/clock.h"
+#include "server/serving/attention_job.h"
+#include "server/serving/batch_observer.h"
+#include "server/serving/clock.h"
 
 namespace attn::server {
 
@@ -194,4 +194,4 @@ class Batcher {
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_BATCHER_H_
+#endif  // ATTNSERVE_SERVER_SERVING_BATCHER_H_

@@ -7,8 +7,8 @@
 //
 // Unknown keys (at any level) are an error, so that a typo never silently
 // falls back to a default.
-#ifndef ATTNSERVE_SERVER_MODEL_CONFIG_H_
-#define ATTNSERVE_SERVER_MODEL_CONFIG_H_
+#ifndef ATTNSERVE_SERVER_MODELS_MODEL_CONFIG_H_
+#define ATTNSERVE_SERVER_MODELS_MODEL_CONFIG_H_
 
 #include <cstdint>
 #include <string>
@@ -65,4 +65,4 @@ absl::StatusOr<kernels::AttentionConfig> ResolveAttentionConfig(
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_MODEL_CONFIG_H_
+#endif  // ATTNSERVE_SERVER_MODELS_MODEL_CONFIG_H_

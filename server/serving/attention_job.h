@@ -3,15 +3,15 @@
 //
 // Jobs are built by request_validation (from an AttendRequest) and consumed by
 // the Batcher. They know nothing of gRPC or protobuf.
-#ifndef ATTNSERVE_SERVER_ATTENTION_JOB_H_
-#define ATTNSERVE_SERVER_ATTENTION_JOB_H_
+#ifndef ATTNSERVE_SERVER_SERVING_ATTENTION_JOB_H_
+#define ATTNSERVE_SERVER_SERVING_ATTENTION_JOB_H_
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "kernels/attention.h"
-#include "server/model_repository.h"
+#include "server/models/model_repository.h"
 
 namespace attn::server {
 
@@ -71,4 +71,4 @@ struct AttentionResult {
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_ATTENTION_JOB_H_
+#endif  // ATTNSERVE_SERVER_SERVING_ATTENTION_JOB_H_

@@ -1,4 +1,4 @@
-#include "server/model_repository.h"
+#include "server/models/model_repository.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -9,8 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/checkpoint_loader.h"
-#include "server/demo_model.h"
+#include "server/models/checkpoint_loader.h"
+#include "server/models/demo_model.h"
 
 namespace attn::server {
 namespace {

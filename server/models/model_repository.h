@@ -7,8 +7,8 @@
 // Every version directory found at start-up is loaded; a request for version
 // 0 gets the newest. A malformed config or checkpoint fails the load with a
 // message naming the file, the tensor and the problem.
-#ifndef ATTNSERVE_SERVER_MODEL_REPOSITORY_H_
-#define ATTNSERVE_SERVER_MODEL_REPOSITORY_H_
+#ifndef ATTNSERVE_SERVER_MODELS_MODEL_REPOSITORY_H_
+#define ATTNSERVE_SERVER_MODELS_MODEL_REPOSITORY_H_
 
 #include <cstdint>
 #include <map>
@@ -18,7 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/attention.h"
-#include "server/model_config.h"
+#include "server/models/model_config.h"
 
 namespace attn::server {
 
@@ -72,4 +72,4 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModel(
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_MODEL_REPOSITORY_H_
+#endif  // ATTNSERVE_SERVER_MODELS_MODEL_REPOSITORY_H_

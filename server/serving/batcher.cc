@@ -1,4 +1,4 @@
-#include "server/batcher.h"
+#include "server/serving/batcher.h"
 
 #include <algorithm>
 #include <string>

@@ -1,4 +1,4 @@
-#include "server/safetensors.h"
+#include "server/models/safetensors.h"
 
 #include <algorithm>
 #include <cmath>

@@ -3,8 +3,8 @@
 //
 //   Clock* clock = Clock::Real();
 //   absl::Time now = clock->Now();
-#ifndef ATTNSERVE_SERVER_CLOCK_H_
-#define ATTNSERVE_SERVER_CLOCK_H_
+#ifndef ATTNSERVE_SERVER_SERVING_CLOCK_H_
+#define ATTNSERVE_SERVER_SERVING_CLOCK_H_
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -38,4 +38,4 @@ class Clock {
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_CLOCK_H_
+#endif  // ATTNSERVE_SERVER_SERVING_CLOCK_H_

@@ -17,16 +17,16 @@
 //    message size, else INVALID_ARGUMENT before compute.
 //
 // Free function, no state: thread-safe.
-#ifndef ATTNSERVE_SERVER_REQUEST_VALIDATION_H_
-#define ATTNSERVE_SERVER_REQUEST_VALIDATION_H_
+#ifndef ATTNSERVE_SERVER_API_REQUEST_VALIDATION_H_
+#define ATTNSERVE_SERVER_API_REQUEST_VALIDATION_H_
 
 #include <cstdint>
 #include <memory>
 
 #include "absl/status/statusor.h"
 #include "attn/v1/attention.pb.h"
-#include "server/attention_job.h"
-#include "server/model_repository.h"
+#include "server/models/model_repository.h"
+#include "server/serving/attention_job.h"
 
 namespace attn::server {
 
@@ -55,4 +55,4 @@ absl::StatusOr<ValidatedRequest> ValidateAttendRequest(
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_REQUEST_VALIDATION_H_
+#endif  // ATTNSERVE_SERVER_API_REQUEST_VALIDATION_H_

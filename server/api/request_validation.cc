@@ -1,4 +1,4 @@
-#include "server/request_validation.h"
+#include "server/api/request_validation.h"
 
 #include <limits>
 #include <string>
@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
-#include "server/tensor_codec.h"
+#include "server/api/tensor_codec.h"
 
 namespace attn::server {
 namespace {

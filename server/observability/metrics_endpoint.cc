@@ -1,4 +1,4 @@
-#include "server/metrics_endpoint.h"
+#include "server/observability/metrics_endpoint.h"
 
 #include <exception>
 #include <utility>
@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
-#include "server/process_metrics.h"
+#include "server/observability/process_metrics.h"
 
 namespace attn::server {
 

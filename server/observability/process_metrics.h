@@ -17,8 +17,8 @@
 //
 // Thread-safety: Collect() may be called concurrently (it keeps no mutable
 // state); `proc_root` is read-only after construction.
-#ifndef ATTNSERVE_SERVER_PROCESS_METRICS_H_
-#define ATTNSERVE_SERVER_PROCESS_METRICS_H_
+#ifndef ATTNSERVE_SERVER_OBSERVABILITY_PROCESS_METRICS_H_
+#define ATTNSERVE_SERVER_OBSERVABILITY_PROCESS_METRICS_H_
 
 #include <optional>
 #include <string>
@@ -55,4 +55,4 @@ class ProcessCollector final : public prometheus::Collectable {
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_PROCESS_METRICS_H_
+#endif  // ATTNSERVE_SERVER_OBSERVABILITY_PROCESS_METRICS_H_

@@ -19,8 +19,8 @@
 // Every error is INVALID_ARGUMENT and names the file, the tensor and the
 // problem. Bytes of the data region that no tensor uses are allowed (the
 // reference implementation rejects them; we only note it in the docs).
-#ifndef ATTNSERVE_SERVER_SAFETENSORS_H_
-#define ATTNSERVE_SERVER_SAFETENSORS_H_
+#ifndef ATTNSERVE_SERVER_MODELS_SAFETENSORS_H_
+#define ATTNSERVE_SERVER_MODELS_SAFETENSORS_H_
 
 #include <cstdint>
 #include <map>
@@ -146,4 +146,4 @@ absl::Status WriteFileBytes(const std::string& path, absl::string_view bytes);
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_SAFETENSORS_H_
+#endif  // ATTNSERVE_SERVER_MODELS_SAFETENSORS_H_

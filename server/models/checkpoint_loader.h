@@ -20,15 +20,15 @@
 // Usage:
 //   absl::StatusOr<AttentionCheckpoint> ckpt =
 //       LoadAttentionCheckpoint("/models/m/1/model.safetensors", config);
-#ifndef ATTNSERVE_SERVER_CHECKPOINT_LOADER_H_
-#define ATTNSERVE_SERVER_CHECKPOINT_LOADER_H_
+#ifndef ATTNSERVE_SERVER_MODELS_CHECKPOINT_LOADER_H_
+#define ATTNSERVE_SERVER_MODELS_CHECKPOINT_LOADER_H_
 
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "kernels/attention.h"
-#include "server/model_config.h"
-#include "server/safetensors.h"
+#include "server/models/model_config.h"
+#include "server/models/safetensors.h"
 
 namespace attn::server {
 
@@ -68,4 +68,4 @@ std::string SerializeAttentionCheckpoint(
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_CHECKPOINT_LOADER_H_
+#endif  // ATTNSERVE_SERVER_MODELS_CHECKPOINT_LOADER_H_

@@ -13,14 +13,14 @@
 // submitting (gRPC) thread with the batcher's lock held, so it must be quick
 // and must not call back into the Batcher; the others run on the executor
 // thread.
-#ifndef ATTNSERVE_SERVER_BATCH_OBSERVER_H_
-#define ATTNSERVE_SERVER_BATCH_OBSERVER_H_
+#ifndef ATTNSERVE_SERVER_SERVING_BATCH_OBSERVER_H_
+#define ATTNSERVE_SERVER_SERVING_BATCH_OBSERVER_H_
 
 #include <cstdint>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "server/model_repository.h"
+#include "server/models/model_repository.h"
 
 namespace attn::server {
 
@@ -44,4 +44,4 @@ class BatchObserver {
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_BATCH_OBSERVER_H_
+#endif  // ATTNSERVE_SERVER_SERVING_BATCH_OBSERVER_H_

@@ -9,8 +9,8 @@
 //
 // Every error is INVALID_ARGUMENT and names the tensor (`name`), the expected
 // and the actual value. Free functions, no state: thread-safe.
-#ifndef ATTNSERVE_SERVER_TENSOR_CODEC_H_
-#define ATTNSERVE_SERVER_TENSOR_CODEC_H_
+#ifndef ATTNSERVE_SERVER_API_TENSOR_CODEC_H_
+#define ATTNSERVE_SERVER_API_TENSOR_CODEC_H_
 
 #include <cstdint>
 #include <string>
@@ -69,4 +69,4 @@ void EncodeFloatTensor(const float* data, absl::Span<const int64_t> shape,
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_TENSOR_CODEC_H_
+#endif  // ATTNSERVE_SERVER_API_TENSOR_CODEC_H_

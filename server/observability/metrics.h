@@ -36,8 +36,8 @@
 //
 // Thread-safety: all methods may be called concurrently from any thread.
 // The set of models is fixed at construction (the repository is immutable).
-#ifndef ATTNSERVE_SERVER_METRICS_H_
-#define ATTNSERVE_SERVER_METRICS_H_
+#ifndef ATTNSERVE_SERVER_OBSERVABILITY_METRICS_H_
+#define ATTNSERVE_SERVER_OBSERVABILITY_METRICS_H_
 
 #include <chrono>
 #include <cstdint>
@@ -49,8 +49,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "server/batch_observer.h"
-#include "server/model_repository.h"
+#include "server/models/model_repository.h"
+#include "server/serving/batch_observer.h"
 
 namespace prometheus {
 class Counter;
@@ -144,4 +144,4 @@ class ServerMetrics final : public BatchObserver {
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_METRICS_H_
+#endif  // ATTNSERVE_SERVER_OBSERVABILITY_METRICS_H_

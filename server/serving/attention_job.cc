@@ -1,4 +1,4 @@
-#include "server/attention_job.h"
+#include "server/serving/attention_job.h"
 
 namespace attn::server {
 

@@ -1,4 +1,4 @@
-#include "server/checkpoint_loader.h"
+#include "server/models/checkpoint_loader.h"
 
 #include <cmath>
 #include <cstring>

@@ -14,8 +14,8 @@
 //
 // Thread-safety: all methods may be called concurrently by gRPC. The service
 // holds no mutable state of its own; per-call state lives in reactors.
-#ifndef ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
-#define ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
+#ifndef ATTNSERVE_SERVER_API_ATTENTION_SERVICE_H_
+#define ATTNSERVE_SERVER_API_ATTENTION_SERVICE_H_
 
 #include <memory>
 
@@ -23,10 +23,10 @@
 #include "attn/v1/attention.grpc.pb.h"
 #include "attn/v1/attention.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "server/batcher.h"
-#include "server/metrics.h"
-#include "server/model_repository.h"
-#include "server/request_validation.h"
+#include "server/api/request_validation.h"
+#include "server/models/model_repository.h"
+#include "server/observability/metrics.h"
+#include "server/serving/batcher.h"
 
 namespace attn::server {
 
@@ -106,4 +106,4 @@ class AttentionServiceImpl final
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
+#endif  // ATTNSERVE_SERVER_API_ATTENTION_SERVICE_H_

@@ -1,4 +1,4 @@
-#include "server/demo_model.h"
+#include "server/models/demo_model.h"
 
 #include <cmath>
 #include <filesystem>
@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/checkpoint_loader.h"
-#include "server/safetensors.h"
+#include "server/models/checkpoint_loader.h"
+#include "server/models/safetensors.h"
 
 namespace attn::server {
 

@@ -1,4 +1,4 @@
-#include "server/clock.h"
+#include "server/serving/clock.h"
 
 namespace attn::server {
 namespace {

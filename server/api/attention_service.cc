@@ -1,4 +1,4 @@
-#include "server/attention_service.h"
+#include "server/api/attention_service.h"
 
 #include <map>
 #include <string>
@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/tensor_codec.h"
+#include "server/api/tensor_codec.h"
 
 namespace attn::server {
 namespace {

@@ -10,15 +10,15 @@
 // Usage:
 //   kernels::AttentionWeights w = DemoWeights();
 //   absl::Status s = WriteDemoRepository("/tmp/repo");  // /tmp/repo/demo/...
-#ifndef ATTNSERVE_SERVER_DEMO_MODEL_H_
-#define ATTNSERVE_SERVER_DEMO_MODEL_H_
+#ifndef ATTNSERVE_SERVER_MODELS_DEMO_MODEL_H_
+#define ATTNSERVE_SERVER_MODELS_DEMO_MODEL_H_
 
 #include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
 #include "kernels/attention.h"
-#include "server/model_config.h"
+#include "server/models/model_config.h"
 
 namespace attn::server {
 
@@ -64,4 +64,4 @@ absl::Status WriteDemoRepository(const std::string& dir);
 
 }  // namespace attn::server
 
-#endif  // ATTNSERVE_SERVER_DEMO_MODEL_H_
+#endif  // ATTNSERVE_SERVER_MODELS_DEMO_MODEL_H_
