@@ -218,6 +218,16 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
         flash_(config.num_heads, config.num_kv_heads, config.head_dim,
                config.compute_dtype) {}
 
+  std::string ImplementationSummary() const override {
+    std::string projections = "fp32 (oneDNN)";
+    if (config_.compute_dtype == ComputeDType::kBFloat16) {
+      projections = qkv_proj_->emulated_bf16()
+                        ? "bf16 emulated on fp32 GEMMs (no AVX-512)"
+                        : "bf16 (oneDNN)";
+    }
+    return absl::StrCat("core ", flash_.isa(), ", projections ", projections);
+  }
+
   absl::Status Forward(const AttentionInput& in,
                        const AttentionOutput& out) const override {
     ATTN_RETURN_IF_ERROR(CheckInput(config_, in, out));
@@ -481,12 +491,6 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
         engine = dnnl::engine(dnnl::engine::kind::cpu, 0);
         return absl::OkStatus();
       }));
-  if (c.compute_dtype == ComputeDType::kBFloat16 &&
-      dnnl::get_effective_cpu_isa() < dnnl::cpu_isa::avx512_core) {
-    return absl::UnimplementedError(
-        "compute_dtype bfloat16 needs a CPU with AVX-512 (oneDNN has only a "
-        "slow reference bf16 GEMM otherwise); use float32");
-  }
 
   const int64_t d = c.d_model;
   const int64_t q_width = c.num_heads * c.head_dim;

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -133,6 +134,11 @@ class MultiHeadAttention {
 
   // The resolved configuration (defaults filled in).
   virtual const AttentionConfig& config() const = 0;
+
+  // Which implementation runs on this CPU, for logs and GetModel, e.g.
+  // "core avx512, projections bf16 (oneDNN)" or "core scalar, projections
+  // bf16 emulated on fp32 GEMMs (no AVX-512)". Default: "".
+  virtual std::string ImplementationSummary() const { return ""; }
 
  protected:
   MultiHeadAttention() = default;

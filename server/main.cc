@@ -90,8 +90,9 @@ int Run() {
               << model->version << " (d_model " << model->attention.d_model
               << ", " << model->attention.num_heads << " heads, "
               << model->attention.num_kv_heads << " kv heads, "
-              << model->config.compute_dtype << ") from " << model->source
-              << "\n";
+              << model->config.compute_dtype << "; "
+              << model->kernel->ImplementationSummary() << ") from "
+              << model->source << "\n";
   }
 
   attn::server::ServerOptions options;

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/float16.h"
 #include "common/status_macros.h"
 #include "kernels/internal/dnnl_util.h"
 
@@ -19,22 +20,31 @@ using DT = memory::data_type;
 // Token count used to let oneDNN pick the packed weight layout at Create.
 constexpr int64_t kLayoutProbeTokens = 256;
 
-DT GemmType(ComputeDType dtype) {
-  return dtype == ComputeDType::kBFloat16 ? DT::bf16 : DT::f32;
+// Rounds to the nearest bf16 value (ties to even), kept in fp32.
+inline float RoundToBf16(float v) {
+  return BFloat16ToFloat(FloatToBFloat16(v));
 }
 
 }  // namespace
+
+bool Linear::CpuHasBf16Gemm() {
+  // oneDNN 2.6 has jit bf16 matmuls from avx512_core on (natively with
+  // avx512_core_bf16 / AMX, by emulation on plain AVX-512); below that only
+  // the reference implementation, hundreds of times slower.
+  return dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core;
+}
 
 absl::StatusOr<std::unique_ptr<Linear>> Linear::Create(
     const dnnl::engine& engine, std::string name, int64_t in_features,
     int64_t out_features, const std::vector<float>& weight,
     const std::vector<float>& bias, float multiplier, ComputeDType dtype) {
-  std::unique_ptr<Linear> linear(
-      new Linear(engine, std::move(name), in_features, out_features, dtype));
+  const bool emulate = dtype == ComputeDType::kBFloat16 && !CpuHasBf16Gemm();
+  std::unique_ptr<Linear> linear(new Linear(
+      engine, std::move(name), in_features, out_features, dtype, emulate));
   Linear& l = *linear;
   absl::Status status = CallDnnl(
       absl::StrCat("packing the ", l.name_, " weights"), [&]() -> absl::Status {
-        const DT gemm_type = GemmType(dtype);
+        const DT gemm_type = l.GemmType();
         // Let oneDNN choose the weight layout for a representative shape.
         const memory::desc probe_src({kLayoutProbeTokens, in_features},
                                      gemm_type, Tag::ab);
@@ -51,6 +61,11 @@ absl::StatusOr<std::unique_ptr<Linear>> Linear::Create(
         std::vector<float> scaled(weight);
         if (multiplier != 1.0f) {
           for (float& w : scaled) w *= multiplier;
+        }
+        // Emulated bf16: the weights take their bf16 values, as the native
+        // path's f32 -> bf16 reorder would give them.
+        if (emulate) {
+          for (float& w : scaled) w = RoundToBf16(w);
         }
         const memory::desc user_md({in_features, out_features}, DT::f32,
                                    Tag::ba);
@@ -81,7 +96,7 @@ absl::StatusOr<Linear::Prims> Linear::CreatePrims(int64_t tokens) const {
   ATTN_RETURN_IF_ERROR(CallDnnl(
       absl::StrCat("creating the ", name_, " matmul for ", tokens, " tokens"),
       [&]() -> absl::Status {
-        const DT gemm_type = GemmType(dtype_);
+        const DT gemm_type = GemmType();
         p.src_md = memory::desc({tokens, in_}, gemm_type, Tag::ab);
         p.dst_md = memory::desc({tokens, out_}, DT::f32, Tag::ab);
         const dnnl::primitive_attr attr = UserScratchpadAttr();
@@ -96,7 +111,7 @@ absl::StatusOr<Linear::Prims> Linear::CreatePrims(int64_t tokens) const {
         p.matmul = dnnl::matmul(pd);
         p.impl = pd.impl_info_str();
         p.scratchpad_md = pd.scratchpad_desc();
-        if (dtype_ == ComputeDType::kBFloat16) {
+        if (gemm_type == DT::bf16) {
           p.src_f32_md = memory::desc({tokens, in_}, DT::f32, Tag::ab);
           dnnl::reorder::primitive_desc rpd(engine_, p.src_f32_md, engine_,
                                             p.src_md, attr);
@@ -129,8 +144,10 @@ absl::Status Linear::Forward(const float* x, int64_t tokens, float* y) const {
         ScratchLayout layout;
         const size_t scratch_at =
             layout.Add<uint8_t>(p.scratchpad_md.get_size());
-        const bool bf16 = dtype_ == ComputeDType::kBFloat16;
+        const bool bf16 = GemmType() == DT::bf16;
         const size_t x16_at = layout.Add<uint16_t>(bf16 ? tokens * in_ : 0);
+        const size_t xr_at =
+            layout.Add<float>(emulate_bf16_ ? tokens * in_ : 0);
         const size_t rscratch_at =
             layout.Add<uint8_t>(bf16 ? p.to_bf16_scratchpad_md.get_size() : 0);
         ScratchPool::Lease arena = pool_.Acquire();
@@ -149,6 +166,13 @@ absl::Status Linear::Forward(const float* x, int64_t tokens, float* y) const {
           p.to_bf16.execute(stream, {{DNNL_ARG_FROM, f32_mem},
                                      {DNNL_ARG_TO, src},
                                      {DNNL_ARG_SCRATCHPAD, rscratch_mem}});
+        } else if (emulate_bf16_) {
+          // Emulated bf16: the input takes its bf16 values; products of bf16
+          // values are exact in fp32 and accumulate in fp32, as natively.
+          float* xr = ScratchLayout::At<float>(base, xr_at);
+          const int64_t n = tokens * in_;
+          for (int64_t i = 0; i < n; ++i) xr[i] = RoundToBf16(x[i]);
+          src = Borrow(p.src_md, engine_, xr);
         } else {
           src = Borrow(p.src_md, engine_, x);
         }

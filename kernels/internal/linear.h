@@ -26,7 +26,11 @@ class Linear {
   // `weight` is [out_features, in_features] row-major (PyTorch layout),
   // `bias` is [out_features] or empty. Both are multiplied by `multiplier`
   // before packing (used to fold the attention scale into Wq). With
-  // kBFloat16 the GEMM reads bf16 input and weights and writes fp32.
+  // kBFloat16 the GEMM reads bf16 input and weights and writes fp32; on a
+  // CPU without a fast oneDNN bf16 GEMM (below AVX-512, see
+  // CpuHasBf16Gemm) that is emulated: input and weights are rounded to
+  // their bf16 values and multiplied on fp32 GEMMs, which gives the same
+  // products (exact in fp32) at fp32 speed and memory.
   // `name` is used in error messages. REQUIRES: sizes already validated.
   static absl::StatusOr<std::unique_ptr<Linear>> Create(
       const dnnl::engine& engine, std::string name, int64_t in_features,
@@ -41,6 +45,13 @@ class Linear {
   // oneDNN's implementation name for `tokens` rows (e.g. "brg:avx512_core"),
   // for tests and benchmarks that guard against reference fallbacks.
   absl::StatusOr<std::string> ImplementationName(int64_t tokens) const;
+
+  // True when this CPU runs bf16 matmuls on a jit oneDNN kernel; false when
+  // kBFloat16 layers are emulated on fp32 GEMMs.
+  static bool CpuHasBf16Gemm();
+
+  // True when this layer emulates bf16 on fp32 GEMMs.
+  bool emulated_bf16() const { return emulate_bf16_; }
 
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
@@ -60,12 +71,20 @@ class Linear {
   };
 
   Linear(const dnnl::engine& engine, std::string name, int64_t in, int64_t out,
-         ComputeDType dtype)
+         ComputeDType dtype, bool emulate_bf16)
       : engine_(engine),
         name_(std::move(name)),
         in_(in),
         out_(out),
-        dtype_(dtype) {}
+        dtype_(dtype),
+        emulate_bf16_(emulate_bf16) {}
+
+  // The GEMM's input and weight type.
+  dnnl::memory::data_type GemmType() const {
+    return dtype_ == ComputeDType::kBFloat16 && !emulate_bf16_
+               ? dnnl::memory::data_type::bf16
+               : dnnl::memory::data_type::f32;
+  }
 
   absl::StatusOr<std::shared_ptr<const Prims>> GetPrims(int64_t tokens) const;
   absl::StatusOr<Prims> CreatePrims(int64_t tokens) const;
@@ -75,6 +94,7 @@ class Linear {
   const int64_t in_;
   const int64_t out_;
   const ComputeDType dtype_;
+  const bool emulate_bf16_;  // kBFloat16 on fp32 GEMMs (no bf16 GEMM here)
   dnnl::memory::desc weights_md_;  // packed layout
   dnnl::memory weights_;           // packed weights (owned by oneDNN)
   bool has_bias_ = false;
