@@ -62,8 +62,13 @@ std::string StepLine(const StepResult& s) {
 }
 
 int Run(const Options& options) {
-  std::vector<Connection> connections =
-      MakeConnections(options.target, options.connections);
+  absl::StatusOr<std::vector<Connection>> made =
+      MakeConnections(options.target, options.connections, options.security);
+  if (!made.ok()) {
+    std::cerr << "attn_loadgen: " << made.status() << "\n";
+    return 2;
+  }
+  std::vector<Connection> connections = *std::move(made);
   absl::StatusOr<int64_t> d_model = ResolveDModel(options, connections[0]);
   if (!d_model.ok()) {
     std::cerr << "attn_loadgen: " << d_model.status() << "\n";
