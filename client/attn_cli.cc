@@ -233,9 +233,15 @@ struct Failure {
   int exit_code;
 };
 
+// The connection security of this run (for hints on UNAVAILABLE).
+ChannelSecurity g_security;
+
 int Report(const Failure& failure) {
   std::cerr << "attn_cli: " << absl::StatusCodeToString(failure.status.code())
-            << ": " << failure.status.message() << "\n";
+            << ": " << failure.status.message()
+            << ConnectionHint(failure.status.code(), failure.status.message(),
+                              g_security)
+            << "\n";
   if (failure.exit_code == 2 &&
       failure.status.code() == absl::StatusCode::kInvalidArgument &&
       failure.status.message().find("command") != absl::string_view::npos) {
@@ -474,6 +480,7 @@ int Main(int argc, char** argv) {
   const absl::Time deadline = absl::Now() + absl::Milliseconds(*deadline_ms);
   absl::StatusOr<ClientOptions> options = ClientOptionsFromFlags(*line);
   if (!options.ok()) return Report(Local(options.status()));
+  g_security = options->security;
   absl::StatusOr<std::unique_ptr<Client>> client =
       Client::Create(Flag(*line, "target", "127.0.0.1:50051"), *options);
   if (!client.ok()) return Report(Local(client.status()));

@@ -98,6 +98,25 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateChannel(
       target, *credentials, args, std::move(interceptors));
 }
 
+std::string ConnectionHint(absl::StatusCode code, absl::string_view message,
+                           const ChannelSecurity& security) {
+  if (code != absl::StatusCode::kUnavailable) return "";
+  if (!security.UsesTls()) {
+    return " (hint: if the server runs with --tls_cert, connect with "
+           "--tls_ca=CA.pem, and under mutual TLS also --tls_cert/--tls_key)";
+  }
+  if (absl::StrContains(message, "certificate verify failed")) {
+    return " (hint: the server's certificate is not signed by --tls_ca)";
+  }
+  if (absl::StrContains(message, "Peer name")) {
+    return " (hint: the server's certificate does not carry this name; "
+           "set --tls_server_name to a name it carries)";
+  }
+  return " (hint: the server ended the TLS handshake: it may be plaintext, "
+         "or require a client certificate (--tls_cert/--tls_key) signed by "
+         "its --tls_client_ca)";
+}
+
 absl::StatusOr<std::string> ReadAuthTokenFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) {

@@ -22,7 +22,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/grpcpp.h"
 
 namespace attn {
@@ -59,6 +61,13 @@ MakeChannelCredentials(const ChannelSecurity& security);
 absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateChannel(
     const std::string& target, const ChannelSecurity& security,
     grpc::ChannelArguments args);
+
+// A hint to append to the message of a failed call on a channel with
+// `security`: TLS mismatches surface as UNAVAILABLE ("Socket closed",
+// "handshake failed"), so for UNAVAILABLE this names the likely cause and
+// the flag to fix it. Empty for other codes.
+std::string ConnectionHint(absl::StatusCode code, absl::string_view message,
+                           const ChannelSecurity& security);
 
 // Reads the first token of `path` (the server's token-file format: blank
 // lines and lines starting with '#' are skipped). Errors: NOT_FOUND if

@@ -145,6 +145,12 @@ int Run() {
     return 1;
   }
 
+  attn::server::ServerOptions options;
+  if (absl::Status status = LoadSecurity(&options.security); !status.ok()) {
+    std::cerr << "attn_server: " << status.message() << "\n";
+    return 1;
+  }
+
   const std::string root = absl::GetFlag(FLAGS_model_repository);
   absl::StatusOr<std::unique_ptr<ModelRepository>> repository =
       root.empty() ? ModelRepository::CreateDemo()
@@ -166,11 +172,6 @@ int Run() {
               << "\n";
   }
 
-  attn::server::ServerOptions options;
-  if (absl::Status status = LoadSecurity(&options.security); !status.ok()) {
-    std::cerr << "attn_server: " << status.message() << "\n";
-    return 1;
-  }
   options.host = absl::GetFlag(FLAGS_host);
   options.port = port;
   options.metrics_port = metrics_port;

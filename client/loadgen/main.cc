@@ -43,9 +43,12 @@ absl::StatusOr<int64_t> ResolveDModel(const Options& options,
   if (!status.ok()) {
     return absl::Status(
         static_cast<absl::StatusCode>(status.error_code()),
-        absl::StrCat("cannot describe model '", options.model, "' at ",
-                     options.target, ": ", status.error_message(),
-                     " (pass --d_model=N to send the requests anyway)"));
+        absl::StrCat(
+            "cannot describe model '", options.model, "' at ", options.target,
+            ": ", status.error_message(),
+            ConnectionHint(static_cast<absl::StatusCode>(status.error_code()),
+                           status.error_message(), options.security),
+            " (pass --d_model=N to send the requests anyway)"));
   }
   return info.d_model();
 }
