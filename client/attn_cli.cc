@@ -43,6 +43,10 @@ commands:
 common flags:
   --target=HOST:PORT     server address (default 127.0.0.1:50051)
   --deadline_ms=N        deadline of the call (default 30000)
+  --tls_ca=PEM           TLS: verify the server against this CA bundle
+  --tls_cert=PEM --tls_key=PEM   client certificate and key (mutual TLS)
+  --tls_server_name=NAME name the server certificate must carry
+  --auth_token_file=FILE send 'authorization: Bearer <first token of FILE>'
 
 models flags:
   --model=NAME [--version=N]   describe one model (version 0 = newest)
@@ -90,6 +94,13 @@ const std::set<std::string>& AllowedFlags(const std::string& command) {
   return it == allowed->end() ? *none : it->second;
 }
 
+// The connection-security flags, accepted by every command.
+const std::set<std::string>& SecurityFlags() {
+  static const auto* flags = new std::set<std::string>{
+      "tls_ca", "tls_cert", "tls_key", "tls_server_name", "auth_token_file"};
+  return *flags;
+}
+
 absl::StatusOr<CommandLine> ParseCommandLine(int argc, char** argv) {
   CommandLine line;
   if (argc < 2) return absl::InvalidArgumentError("missing command");
@@ -119,7 +130,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, char** argv) {
       name = arg.substr(0, eq);
       value = arg.substr(eq + 1);
     }
-    if (allowed.count(name) == 0) {
+    if (allowed.count(name) == 0 && SecurityFlags().count(name) == 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown flag --", name, " for command '", line.command, "'"));
     }
@@ -222,9 +233,15 @@ struct Failure {
   int exit_code;
 };
 
+// The connection security of this run (for hints on UNAVAILABLE).
+ChannelSecurity g_security;
+
 int Report(const Failure& failure) {
   std::cerr << "attn_cli: " << absl::StatusCodeToString(failure.status.code())
-            << ": " << failure.status.message() << "\n";
+            << ": " << failure.status.message()
+            << ConnectionHint(failure.status.code(), failure.status.message(),
+                              g_security)
+            << "\n";
   if (failure.exit_code == 2 &&
       failure.status.code() == absl::StatusCode::kInvalidArgument &&
       failure.status.message().find("command") != absl::string_view::npos) {
@@ -428,6 +445,22 @@ int RunAttend(Client& client, const CommandLine& line, absl::Time deadline) {
   return 0;
 }
 
+// ClientOptions of the --tls_* and --auth_token_file flags.
+absl::StatusOr<ClientOptions> ClientOptionsFromFlags(const CommandLine& line) {
+  ClientOptions options;
+  options.security.tls_ca = Flag(line, "tls_ca");
+  options.security.tls_cert = Flag(line, "tls_cert");
+  options.security.tls_key = Flag(line, "tls_key");
+  options.security.tls_server_name = Flag(line, "tls_server_name");
+  if (line.flags.count("auth_token_file") > 0) {
+    absl::StatusOr<std::string> token =
+        ReadAuthTokenFile(Flag(line, "auth_token_file"));
+    if (!token.ok()) return token.status();
+    options.security.auth_token = *std::move(token);
+  }
+  return options;
+}
+
 int Main(int argc, char** argv) {
   absl::StatusOr<CommandLine> line = ParseCommandLine(argc, argv);
   if (!line.ok()) {
@@ -445,8 +478,11 @@ int Main(int argc, char** argv) {
         absl::StrCat("--deadline_ms=", *deadline_ms, " must be > 0"))));
   }
   const absl::Time deadline = absl::Now() + absl::Milliseconds(*deadline_ms);
+  absl::StatusOr<ClientOptions> options = ClientOptionsFromFlags(*line);
+  if (!options.ok()) return Report(Local(options.status()));
+  g_security = options->security;
   absl::StatusOr<std::unique_ptr<Client>> client =
-      Client::Create(Flag(*line, "target", "127.0.0.1:50051"));
+      Client::Create(Flag(*line, "target", "127.0.0.1:50051"), *options);
   if (!client.ok()) return Report(Local(client.status()));
 
   if (line->command == "health") return RunHealth(**client, *line, deadline);

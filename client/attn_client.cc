@@ -55,11 +55,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  std::shared_ptr<grpc::ChannelCredentials> credentials =
-      options.credentials ? options.credentials
-                          : grpc::InsecureChannelCredentials();
-  return std::make_unique<Client>(
-      grpc::CreateCustomChannel(target, credentials, args));
+  if (options.credentials) {
+    return std::make_unique<Client>(
+        grpc::CreateCustomChannel(target, options.credentials, args));
+  }
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      CreateChannel(target, options.security, std::move(args));
+  if (!channel.ok()) return channel.status();
+  return std::make_unique<Client>(*std::move(channel));
 }
 
 Client::Client(std::shared_ptr<grpc::Channel> channel)

@@ -28,7 +28,8 @@
 #include "absl/time/time.h"
 #include "attn/v1/attention.grpc.pb.h"
 #include "attn/v1/attention.pb.h"
-#include "client/tensor_convert.h"  // IWYU pragma: export
+#include "client/channel_credentials.h"  // IWYU pragma: export
+#include "client/tensor_convert.h"       // IWYU pragma: export
 #include "grpcpp/grpcpp.h"
 
 namespace attn {
@@ -41,8 +42,12 @@ const char* HealthStatusName(HealthStatus status);
 
 // Options of Client::Create.
 struct ClientOptions {
-  // Channel credentials. Default (nullptr): insecure (plaintext).
+  // Channel credentials. Default (nullptr): built from `security`. When set,
+  // `security` is ignored.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // TLS/mTLS files, server name and bearer token (security.auth_token).
+  // Default: plaintext, no token.
+  ChannelSecurity security;
   // Largest message sent or received, bytes. Default: 256 MiB, enough for the
   // attention weights of long sequences ([B, H, Sq, Sk] floats).
   int max_message_bytes = 256 << 20;
@@ -65,7 +70,8 @@ class Client {
 
   // Creates a client for `target` ("host:port", "dns:///host:port",
   // "unix:path"). Does not connect yet: the first call does.
-  // Errors: INVALID_ARGUMENT if target is empty.
+  // Errors: INVALID_ARGUMENT if target is empty; the errors of
+  // MakeChannelCredentials (bad TLS files).
   static absl::StatusOr<std::unique_ptr<Client>> Create(
       const std::string& target, const ClientOptions& options = {});
 

@@ -14,6 +14,7 @@ BUILD_PKGS=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libdnnl-dev ocl-icd-opencl-dev libabsl-dev nlohmann-json3-dev
   prometheus-cpp-dev
+  libssl-dev  # common/pem_files.cc checks TLS certificates and keys
 )
 TEST_PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
@@ -21,6 +22,7 @@ TEST_PKGS=(
   clang-format
   chromium  # renders attn_loadgen's HTML report in tests/loadgen
   prometheus  # prometheus + promtool for the metrics tests (tests/metrics)
+  openssl  # generates the test PKI of the TLS/mTLS tests (tests/integration)
 )
 
 pkgs=("${BUILD_PKGS[@]}")

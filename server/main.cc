@@ -26,7 +26,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/time/time.h"
+#include "common/pem_files.h"
 #include "server/models/model_repository.h"
+#include "server/security/token_store.h"
 #include "server/server_builder.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0",
@@ -44,11 +46,81 @@ ABSL_FLAG(int, threads,
           "Threads for each kernel call (one kernel call runs at a time). "
           "Default: the hardware concurrency.");
 
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the server; with --tls_key turns on TLS "
+          "for the gRPC port.");
+ABSL_FLAG(std::string, tls_key, "",
+          "PEM private key of --tls_cert (unencrypted).");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: requires every client to present a certificate "
+          "signed by it (mutual TLS). Needs --tls_cert/--tls_key.");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File of accepted bearer tokens, one per line ('#' comments and "
+          "blank lines ignored); re-read on SIGHUP. Every call except "
+          "grpc.health.v1 then needs 'authorization: Bearer <token>'.");
+
 namespace {
+
+// Reads the --tls_* and --auth_token_file files into `security`; errors name
+// the flag and the file.
+absl::Status LoadSecurity(attn::server::ServerSecurity* security) {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert and --tls_key go together: give both (TLS) or neither "
+        "(plaintext)");
+  }
+  if (!client_ca.empty() && cert.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca needs TLS: also give --tls_cert and --tls_key");
+  }
+  if (!cert.empty()) {
+    absl::StatusOr<attn::PemKeyPair> pair =
+        attn::ReadPemKeyPair("--tls_cert", cert, "--tls_key", key);
+    if (!pair.ok()) return pair.status();
+    security->tls = std::move(*pair);
+  }
+  if (!client_ca.empty()) {
+    absl::StatusOr<std::string> ca =
+        attn::ReadPemCertificates("--tls_client_ca", client_ca);
+    if (!ca.ok()) return ca.status();
+    security->client_ca = std::move(*ca);
+  }
+  const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
+  if (!token_file.empty()) {
+    auto tokens = attn::server::TokenStore::Load(token_file);
+    if (!tokens.ok()) return tokens.status();
+    security->tokens = std::move(*tokens);
+  }
+  return absl::OkStatus();
+}
 
 // How long in-flight calls may run after SIGINT/SIGTERM before they are
 // cancelled.
 constexpr absl::Duration kShutdownGrace = absl::Seconds(30);
+
+// SIGHUP: re-reads --auth_token_file (if any); on error the old tokens stay.
+void ReloadTokens(const attn::server::ServerSecurity& security) {
+  if (security.tokens == nullptr) {
+    std::cerr << "attn_server: received SIGHUP; no --auth_token_file to "
+                 "reload\n";
+    return;
+  }
+  attn::server::TokenStore* tokens = security.tokens.get();
+  const absl::Status status = tokens->Reload();
+  if (!status.ok()) {
+    std::cerr << "attn_server: SIGHUP: keeping the previous tokens: "
+              << status.message() << "\n";
+    return;
+  }
+  std::cerr << "attn_server: SIGHUP: reloaded " << tokens->size()
+            << " token(s) from " << tokens->path()
+            << (tokens->size() == 0 ? " (every call except health is refused)"
+                                    : "")
+            << "\n";
+}
 
 int Run() {
   using attn::server::AttentionServer;
@@ -70,6 +142,12 @@ int Run() {
   if (threads < 1) {
     std::cerr << "attn_server: --threads is " << threads
               << "; expected at least 1\n";
+    return 1;
+  }
+
+  attn::server::ServerOptions options;
+  if (absl::Status status = LoadSecurity(&options.security); !status.ok()) {
+    std::cerr << "attn_server: " << status.message() << "\n";
     return 1;
   }
 
@@ -95,7 +173,6 @@ int Run() {
               << model->source << "\n";
   }
 
-  attn::server::ServerOptions options;
   options.host = absl::GetFlag(FLAGS_host);
   options.port = port;
   options.metrics_port = metrics_port;
@@ -118,8 +195,11 @@ int Run() {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   int signal_number = 0;
-  while (sigwait(&signals, &signal_number) != 0) {
+  while (sigwait(&signals, &signal_number) != 0 || signal_number == SIGHUP) {
+    if (signal_number == SIGHUP) ReloadTokens(options.security);
+    signal_number = 0;
   }
   std::cerr << "attn_server: received "
             << (signal_number == SIGINT ? "SIGINT" : "SIGTERM")
@@ -139,12 +219,15 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // reloads --auth_token_file
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::SetProgramUsageMessage(
       "Serves multi-head attention models over gRPC.\n"
       "  attn_server [--host 0.0.0.0] [--port 50051] [--metrics_port 9090] "
-      "[--model_repository DIR] [--threads N]");
+      "[--model_repository DIR] [--threads N]\n"
+      "  [--tls_cert PEM --tls_key PEM [--tls_client_ca PEM]] "
+      "[--auth_token_file FILE]");
   absl::ParseCommandLine(argc, argv);
   return Run();
 }

@@ -51,6 +51,11 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
         absl::StrCat("threads is ", options.threads,
                      "; expected >= 1, or 0 for the hardware concurrency"));
   }
+  if (!options.security.client_ca.empty() && !options.security.tls) {
+    return absl::InvalidArgumentError(
+        "a client CA (--tls_client_ca) needs TLS: also give --tls_cert and "
+        "--tls_key");
+  }
   int threads = options.threads;
   if (threads == 0) {
     threads = std::max(1u, std::thread::hardware_concurrency());
@@ -84,8 +89,9 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   grpc::ServerBuilder builder;
   const std::string address = ListenAddress(options.host, options.port);
   int bound_port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
-                           &bound_port);
+  builder.AddListeningPort(
+      address, MakeServerCredentials(options.security, server->metrics_.get()),
+      &bound_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   builder.RegisterService(server->service_.get());

@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/api/attention_service.h"
+#include "server/api/server_credentials.h"
 #include "server/models/model_repository.h"
 #include "server/observability/metrics.h"
 #include "server/observability/metrics_endpoint.h"
@@ -49,6 +50,9 @@ struct ServerOptions {
   // gRPC port; 0 turns metrics off (nothing is recorded). attn_server's flag
   // defaults to 9090. Default: 0. REQUIRES: 0 <= metrics_port <= 65535.
   int metrics_port = 0;
+  // TLS, mutual TLS and bearer tokens of the gRPC port (see
+  // server/api/server_credentials.h). Default: plaintext, no tokens.
+  ServerSecurity security;
 };
 
 // A running server. Thread-safe: Shutdown() may be called from any thread,

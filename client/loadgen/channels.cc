@@ -4,7 +4,8 @@
 
 namespace attn::loadgen {
 
-std::vector<Connection> MakeConnections(const std::string& target, int count) {
+absl::StatusOr<std::vector<Connection>> MakeConnections(
+    const std::string& target, int count, const ChannelSecurity& security) {
   std::vector<Connection> out;
   for (int i = 0; i < count; ++i) {
     grpc::ChannelArguments args;
@@ -13,8 +14,10 @@ std::vector<Connection> MakeConnections(const std::string& target, int count) {
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt("attn_loadgen.channel_index", i);
     Connection c;
-    c.channel = grpc::CreateCustomChannel(
-        target, grpc::InsecureChannelCredentials(), args);
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        CreateChannel(target, security, args);
+    if (!channel.ok()) return channel.status();
+    c.channel = *std::move(channel);
     c.stub = v1::AttentionService::NewStub(c.channel);
     out.push_back(std::move(c));
   }

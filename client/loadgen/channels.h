@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "attn/v1/attention.grpc.pb.h"
+#include "client/channel_credentials.h"
 #include "grpcpp/grpcpp.h"
 
 namespace attn::loadgen {
@@ -18,8 +20,10 @@ struct Connection {
   std::unique_ptr<v1::AttentionService::Stub> stub;
 };
 
-// REQUIRES: count >= 1. Does not connect (the first call does).
-std::vector<Connection> MakeConnections(const std::string& target, int count);
+// REQUIRES: count >= 1. Does not connect (the first call does). Errors:
+// those of CreateChannel (bad TLS files).
+absl::StatusOr<std::vector<Connection>> MakeConnections(
+    const std::string& target, int count, const ChannelSecurity& security = {});
 
 }  // namespace attn::loadgen
 

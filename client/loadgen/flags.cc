@@ -5,6 +5,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "client/loadgen/security_flags.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051",
           "gRPC target of the server (host:port, dns:///host:port, unix:path)");
@@ -77,6 +78,9 @@ absl::StatusOr<Options> OptionsFromFlags() {
   Options o;
   o.target = absl::GetFlag(FLAGS_target);
   o.connections = absl::GetFlag(FLAGS_connections);
+  absl::StatusOr<ChannelSecurity> security = SecurityFromFlags();
+  if (!security.ok()) return security.status();
+  o.security = *std::move(security);
   o.model = absl::GetFlag(FLAGS_model);
   o.version = absl::GetFlag(FLAGS_version);
   const std::string dtype = absl::GetFlag(FLAGS_dtype);

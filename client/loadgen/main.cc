@@ -43,9 +43,12 @@ absl::StatusOr<int64_t> ResolveDModel(const Options& options,
   if (!status.ok()) {
     return absl::Status(
         static_cast<absl::StatusCode>(status.error_code()),
-        absl::StrCat("cannot describe model '", options.model, "' at ",
-                     options.target, ": ", status.error_message(),
-                     " (pass --d_model=N to send the requests anyway)"));
+        absl::StrCat(
+            "cannot describe model '", options.model, "' at ", options.target,
+            ": ", status.error_message(),
+            ConnectionHint(static_cast<absl::StatusCode>(status.error_code()),
+                           status.error_message(), options.security),
+            " (pass --d_model=N to send the requests anyway)"));
   }
   return info.d_model();
 }
@@ -62,8 +65,13 @@ std::string StepLine(const StepResult& s) {
 }
 
 int Run(const Options& options) {
-  std::vector<Connection> connections =
-      MakeConnections(options.target, options.connections);
+  absl::StatusOr<std::vector<Connection>> made =
+      MakeConnections(options.target, options.connections, options.security);
+  if (!made.ok()) {
+    std::cerr << "attn_loadgen: " << made.status() << "\n";
+    return 2;
+  }
+  std::vector<Connection> connections = *std::move(made);
   absl::StatusOr<int64_t> d_model = ResolveDModel(options, connections[0]);
   if (!d_model.ok()) {
     std::cerr << "attn_loadgen: " << d_model.status() << "\n";

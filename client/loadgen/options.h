@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "attn/v1/attention.pb.h"
+#include "client/channel_credentials.h"
 #include "client/loadgen/arrival_schedule.h"
 #include "client/loadgen/seq_spec.h"
 
@@ -45,7 +46,8 @@ struct SweepSpec {
 struct Options {
   // --- where and what ---
   std::string target = "127.0.0.1:50051";
-  int connections = 1;  // gRPC channels (each its own HTTP/2 connection)
+  int connections = 1;       // gRPC channels (each its own HTTP/2 connection)
+  ChannelSecurity security;  // --tls_*, --auth_token_file
   std::string model = "demo";
   int64_t version = 0;
   v1::DataType dtype = v1::FLOAT32;

@@ -176,6 +176,19 @@ ServerMetrics::ServerMetrics(
             {"onednn_version", OneDnnVersion()}})
       .Set(1);
   inflight_ = &inflight.Add({});
+  auto& auth_rejected =
+      BuildCounter()
+          .Name("attn_auth_rejected_total")
+          .Help(
+              "Calls refused by the bearer-token check (--auth_token_file), "
+              "by reason: missing, malformed (UNAUTHENTICATED), "
+              "unknown_token (PERMISSION_DENIED).")
+          .Register(r);
+  for (AuthResult reason : {AuthResult::kMissing, AuthResult::kMalformed,
+                            AuthResult::kUnknownToken}) {
+    auth_rejected_[static_cast<int>(reason)] =
+        &auth_rejected.Add({{"reason", AuthResultReason(reason)}});
+  }
 
   auto add_requests = [&](const std::string& label, NameSeries* s) {
     for (int c = 0; c < kNumCodes; ++c) {
@@ -241,6 +254,11 @@ RequestMetrics ServerMetrics::StartRequest() {
   r.series_ = unknown_series_;
   r.start_ = std::chrono::steady_clock::now();
   return r;
+}
+
+void ServerMetrics::AuthRejected(AuthResult reason) {
+  prometheus::Counter* counter = auth_rejected_[static_cast<int>(reason)];
+  if (counter != nullptr) counter->Increment();
 }
 
 void ServerMetrics::SetModelsReady(bool ready) {

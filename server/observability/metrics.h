@@ -25,6 +25,7 @@
 //   attn_model_ready{model,version}               gauge (1 ready, 0 not)
 //   attn_model_load_failures_total{model}         counter
 //   attn_build_info{version,grpc_version,onednn_version}   gauge = 1
+//   attn_auth_rejected_total{reason}              counter (token check)
 //
 // Cost: every series is created here (Family::Add) and kept as a raw
 // pointer; recording is a hash lookup in an immutable map plus an atomic add
@@ -50,6 +51,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/models/model_repository.h"
+#include "server/security/token_store.h"
 #include "server/serving/batch_observer.h"
 
 namespace prometheus {
@@ -112,6 +114,9 @@ class ServerMetrics final : public BatchObserver {
   // A request arrived: in-flight + 1. Finish the result exactly once.
   RequestMetrics StartRequest();
 
+  // A call was refused by the token check (reason != kOk).
+  void AuthRejected(AuthResult reason);
+
   // Sets attn_model_ready of every model (0 when shutting down).
   void SetModelsReady(bool ready);
 
@@ -135,6 +140,8 @@ class ServerMetrics final : public BatchObserver {
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Gauge* inflight_ = nullptr;
+  // Indexed by AuthResult; kOk stays null.
+  prometheus::Counter* auth_rejected_[4] = {};
   // Immutable after construction (read without locks).
   absl::flat_hash_map<std::string, std::unique_ptr<NameSeries>> names_;
   std::unique_ptr<NameSeries> unknown_;

@@ -5,6 +5,7 @@ import grpc
 import numpy as np
 
 from attn.v1 import attention_pb2, attention_pb2_grpc
+from attnserve import security
 from attnserve._generated import health_pb2
 from attnserve.tensors import decode_tensor, encode_tensor, wire_dtype
 
@@ -63,15 +64,19 @@ class Client:
     Thread-safe (gRPC channels are). Use as a context manager or call close().
     """
 
-    def __init__(self, target, credentials=None, options=None):
+    def __init__(self, target, credentials=None, options=None, tls_ca=None, tls_cert=None,
+                 tls_key=None, tls_server_name=None, auth_token=None):
+        """TLS: tls_ca (CA bundle path; system roots if only other tls_* are
+        given), tls_cert/tls_key (client certificate, mutual TLS),
+        tls_server_name (expected certificate name). auth_token: sent as
+        'authorization: Bearer <token>'. See attnserve.security."""
         channel_options = [
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
         ] + list(options or [])
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=channel_options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+        self._channel = security.make_channel(
+            target, channel_options, credentials, tls_ca=tls_ca, tls_cert=tls_cert,
+            tls_key=tls_key, tls_server_name=tls_server_name, auth_token=auth_token)
         self._stub = attention_pb2_grpc.AttentionServiceStub(self._channel)
         self._health_check = self._channel.unary_unary(
             "/grpc.health.v1.Health/Check",
