@@ -25,6 +25,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/pem_files.h"
 #include "server/models/model_repository.h"
@@ -111,15 +112,17 @@ void ReloadTokens(const attn::server::ServerSecurity& security) {
   attn::server::TokenStore* tokens = security.tokens.get();
   const absl::Status status = tokens->Reload();
   if (!status.ok()) {
-    std::cerr << "attn_server: SIGHUP: keeping the previous tokens: "
-              << status.message() << "\n";
+    // One write per line, so that a reader never sees half of it.
+    std::cerr << absl::StrCat(
+        "attn_server: SIGHUP: keeping the previous tokens: ", status.message(),
+        "\n");
     return;
   }
-  std::cerr << "attn_server: SIGHUP: reloaded " << tokens->size()
-            << " token(s) from " << tokens->path()
-            << (tokens->size() == 0 ? " (every call except health is refused)"
-                                    : "")
-            << "\n";
+  std::cerr << absl::StrCat(
+      "attn_server: SIGHUP: reloaded ", tokens->size(), " token(s) from ",
+      tokens->path(),
+      tokens->size() == 0 ? " (every call except health is refused)" : "",
+      "\n");
 }
 
 int Run() {
