@@ -42,6 +42,11 @@ ABSL_FLAG(std::string, model_repository, "",
           "Model repository directory (<name>/config.json, "
           "<name>/<version>/model.safetensors). Empty: the built-in demo "
           "model.");
+ABSL_FLAG(int64_t, max_inflight_bytes, 0,
+          "Bytes all requests in flight may hold together (received, "
+          "decoded, queued, computing, answering); a request that would "
+          "cross it gets RESOURCE_EXHAUSTED at once, before it is decoded. "
+          "0 = a quarter of physical memory, at most 4 GiB.");
 ABSL_FLAG(int, threads,
           static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
           "Threads for each kernel call (one kernel call runs at a time). "
@@ -180,6 +185,13 @@ int Run() {
   options.port = port;
   options.metrics_port = metrics_port;
   options.threads = threads;
+  options.max_inflight_bytes = absl::GetFlag(FLAGS_max_inflight_bytes);
+  if (options.max_inflight_bytes < 0) {
+    std::cerr << "attn_server: --max_inflight_bytes is "
+              << options.max_inflight_bytes
+              << "; expected 0 (default) or a positive byte count\n";
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<AttentionServer>> server =
       AttentionServer::Start(options, models);
   if (!server.ok()) {
@@ -191,6 +203,9 @@ int Run() {
               << (*server)->host() << ":" << (*server)->metrics_port()
               << "/metrics\n";
   }
+  std::cerr << "attn_server: in-flight request memory limited to "
+            << (*server)->budget().limit() / (1 << 20)
+            << " MiB (--max_inflight_bytes)\n";
   std::cout << "attn_server listening on " << (*server)->host() << ":"
             << (*server)->port() << std::endl;
 

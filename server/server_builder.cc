@@ -8,9 +8,13 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 
 namespace attn::server {
 namespace {
+
+// HTTP/2 streams (calls) one connection may have open at once.
+constexpr int kMaxConcurrentStreamsPerConnection = 1024;
 
 std::string ListenAddress(const std::string& host, int port) {
   if (absl::StrContains(host, ':') && !absl::StartsWith(host, "[")) {
@@ -39,6 +43,11 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   if (options.host.empty()) {
     return absl::InvalidArgumentError(
         "host is empty; use e.g. 0.0.0.0 (all interfaces) or 127.0.0.1");
+  }
+  if (options.max_inflight_bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_inflight_bytes is ", options.max_inflight_bytes,
+                     "; expected 0 (default) or a positive byte count"));
   }
   if (options.max_message_bytes < 1 ||
       options.max_message_bytes > std::numeric_limits<int32_t>::max()) {
@@ -78,11 +87,15 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   batcher_options.clock = options.clock;
   batcher_options.observer = server->metrics_.get();
   server->batcher_ = std::make_unique<Batcher>(batcher_options);
+  const int64_t inflight_limit = options.max_inflight_bytes > 0
+                                     ? options.max_inflight_bytes
+                                     : InflightBudget::DefaultLimit();
+  server->budget_ = std::make_unique<InflightBudget>(inflight_limit);
   ValidationLimits limits;
   limits.max_message_bytes = options.max_message_bytes;
   server->service_ = std::make_unique<AttentionServiceImpl>(
       server->repository_, server->batcher_.get(), limits,
-      server->metrics_.get());
+      server->metrics_.get(), server->budget_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -94,6 +107,15 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
       &bound_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  // Transport memory (receive buffers of messages not yet handed to a
+  // handler) is bounded too: the budget plus one largest message. Streams
+  // per connection are capped so that one client cannot open unboundedly
+  // many calls on a single connection.
+  grpc::ResourceQuota quota("attn_server");
+  quota.Resize(static_cast<size_t>(inflight_limit + options.max_message_bytes));
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             kMaxConcurrentStreamsPerConnection);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || bound_port == 0) {

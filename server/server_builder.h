@@ -26,6 +26,7 @@
 #include "server/observability/metrics_endpoint.h"
 #include "server/serving/batcher.h"
 #include "server/serving/clock.h"
+#include "server/serving/inflight_budget.h"
 
 namespace attn::server {
 
@@ -44,6 +45,13 @@ struct ServerOptions {
   // INVALID_ARGUMENT before compute. Default: 256 MiB (a [8, 8192, 1024]
   // fp32 query is 256 MiB). REQUIRES: 1 <= value <= INT32_MAX.
   int64_t max_message_bytes = int64_t{256} << 20;
+  // Bytes all requests in flight may hold together (received, decoded,
+  // queued, computing, answering); a request that would cross it is
+  // RESOURCE_EXHAUSTED before it is decoded. 0 means
+  // InflightBudget::DefaultLimit() (a quarter of physical memory, at most
+  // 4 GiB). gRPC's transport memory (ResourceQuota) is bounded to this plus
+  // one largest message. Default: 0. REQUIRES: >= 0.
+  int64_t max_inflight_bytes = 0;
   // Time source for the batcher. Not owned. Default (nullptr): real clock.
   Clock* clock = nullptr;
   // Port of the Prometheus /metrics endpoint, on `host`, separate from the
@@ -84,6 +92,9 @@ class AttentionServer {
   // The metrics being recorded; null when metrics are off.
   ServerMetrics* metrics() const { return metrics_.get(); }
 
+  // The in-flight byte budget (its limit and current use).
+  const InflightBudget& budget() const { return *budget_; }
+
   // Attend requests accepted by the executor and not yet completed.
   int64_t InFlightTasks() const { return batcher_->InFlightTasks(); }
 
@@ -104,6 +115,7 @@ class AttentionServer {
   // the metrics endpoint, then the metrics the batcher reports to.
   std::unique_ptr<ServerMetrics> metrics_;  // null when metrics are off
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
+  std::unique_ptr<InflightBudget> budget_;
   std::unique_ptr<Batcher> batcher_;
   std::unique_ptr<AttentionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -37,7 +37,8 @@ class AttendReactor final : public grpc::ServerUnaryReactor {
         metrics_(service->StartRequestMetrics(*request)) {
     BatchTask task;
     AttentionServiceImpl::ResponseSpec spec;
-    absl::Status status = service->Prepare(*context, *request, &task, &spec);
+    absl::Status status =
+        service->Prepare(*context, *request, &task, &spec, &reservation_);
     if (status.ok()) {
       task.cancelled = cancelled_;
       task.done = [this, response, spec = std::move(spec)](
@@ -56,11 +57,14 @@ class AttendReactor final : public grpc::ServerUnaryReactor {
   }
 
   void OnCancel() override { cancelled_->store(true); }
-  void OnDone() override { delete this; }
+  void OnDone() override { delete this; }  // releases reservation_
 
  private:
   const std::shared_ptr<CancellationFlag> cancelled_;
   RequestMetrics metrics_;
+  // The request's bytes in the in-flight budget, held until the answer has
+  // been sent (OnDone).
+  InflightBudget::Reservation reservation_;
 };
 
 // AttendStream: reads requests one at a time, submits each, and writes the
@@ -97,10 +101,17 @@ class AttendStreamReactor final : public StreamReactor {
     RequestMetrics metrics = service_->StartRequestMetrics(request_);
     BatchTask task;
     AttentionServiceImpl::ResponseSpec spec;
-    absl::Status status = service_->Prepare(*context_, request_, &task, &spec);
+    InflightBudget::Reservation reservation;
+    absl::Status status =
+        service_->Prepare(*context_, request_, &task, &spec, &reservation);
     if (status.ok()) {
       task.cancelled = cancelled_;
-      task.done = [this, seq, spec = std::move(spec), metrics](
+      // The reservation lives as long as the task (its decoded tensors) and
+      // its answer being built; the written answers waiting in pending_ are
+      // bounded by kMaxOutstandingPerStream.
+      auto held =
+          std::make_shared<InflightBudget::Reservation>(std::move(reservation));
+      task.done = [this, seq, spec = std::move(spec), metrics, held](
                       absl::Status s, AttentionResult result) mutable {
         metrics.Finish(s.code(), /*reached_executor=*/true);
         v1::AttendStreamResponse response;
@@ -254,11 +265,13 @@ void FillModelInfo(const Model& model, v1::ModelInfo* info) {
 
 AttentionServiceImpl::AttentionServiceImpl(
     std::shared_ptr<const ModelRepository> repository, Batcher* batcher,
-    const ValidationLimits& limits, ServerMetrics* metrics)
+    const ValidationLimits& limits, ServerMetrics* metrics,
+    InflightBudget* budget)
     : repository_(std::move(repository)),
       batcher_(batcher),
       limits_(limits),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      budget_(budget) {}
 
 RequestMetrics AttentionServiceImpl::StartRequestMetrics(
     const v1::AttendRequest& request) const {
@@ -270,8 +283,8 @@ RequestMetrics AttentionServiceImpl::StartRequestMetrics(
 
 absl::Status AttentionServiceImpl::Prepare(
     const grpc::CallbackServerContext& context,
-    const v1::AttendRequest& request, BatchTask* task,
-    ResponseSpec* spec) const {
+    const v1::AttendRequest& request, BatchTask* task, ResponseSpec* spec,
+    InflightBudget::Reservation* reservation) const {
   if (request.model().empty()) {
     return absl::InvalidArgumentError(
         "model is empty; set AttendRequest.model (ListModels shows the "
@@ -285,6 +298,13 @@ absl::Status AttentionServiceImpl::Prepare(
   absl::StatusOr<std::shared_ptr<const Model>> model =
       repository_->Get(request.model(), request.version());
   if (!model.ok()) return model.status();
+  if (budget_ != nullptr) {
+    absl::StatusOr<InflightBudget::Reservation> r =
+        budget_->Reserve(EstimateRequestMemory(
+            request, (*model)->attention.num_heads, limits_.max_message_bytes));
+    if (!r.ok()) return r.status();
+    *reservation = *std::move(r);
+  }
   absl::StatusOr<ValidatedRequest> validated =
       ValidateAttendRequest(request, *model, limits_);
   if (!validated.ok()) return validated.status();

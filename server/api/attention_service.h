@@ -27,6 +27,7 @@
 #include "server/models/model_repository.h"
 #include "server/observability/metrics.h"
 #include "server/serving/batcher.h"
+#include "server/serving/inflight_budget.h"
 
 namespace attn::server {
 
@@ -43,11 +44,13 @@ class AttentionServiceImpl final
   // `repository` is shared; `batcher` is not owned and must outlive every
   // call (stop the grpc::Server before the Batcher). `metrics` (optional,
   // not owned, must outlive every call) counts each Attend request, unary
-  // or streamed, and its latency.
+  // or streamed, and its latency. `budget` (optional, not owned, must
+  // outlive every call) bounds the bytes all requests in flight hold.
   // REQUIRES: repository != nullptr, batcher != nullptr.
   AttentionServiceImpl(std::shared_ptr<const ModelRepository> repository,
                        Batcher* batcher, const ValidationLimits& limits,
-                       ServerMetrics* metrics = nullptr);
+                       ServerMetrics* metrics = nullptr,
+                       InflightBudget* budget = nullptr);
 
   grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* context,
                                    const v1::AttendRequest* request,
@@ -81,11 +84,15 @@ class AttentionServiceImpl final
     std::string request_id;
   };
 
-  // Resolves the model, validates `request` into `task` (all but `done` and
-  // `cancelled`) and `spec`. Errors: INVALID_ARGUMENT, NOT_FOUND.
+  // Resolves the model, takes the request's memory from the in-flight
+  // budget into `reservation` (before anything is decoded), validates
+  // `request` into `task` (all but `done` and `cancelled`) and `spec`. The
+  // caller holds `reservation` until the answer is sent.
+  // Errors: INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED (budget full).
   absl::Status Prepare(const grpc::CallbackServerContext& context,
                        const v1::AttendRequest& request, BatchTask* task,
-                       ResponseSpec* spec) const;
+                       ResponseSpec* spec,
+                       InflightBudget::Reservation* reservation) const;
 
   // Encodes `result` into `response` per `spec`.
   static void FillResponse(const ResponseSpec& spec, AttentionResult result,
@@ -102,6 +109,7 @@ class AttentionServiceImpl final
   Batcher* const batcher_;
   const ValidationLimits limits_;
   ServerMetrics* const metrics_;  // may be null
+  InflightBudget* const budget_;  // may be null (no budget)
 };
 
 }  // namespace attn::server

@@ -1,5 +1,6 @@
 #include "server/api/request_validation.h"
 
+#include <algorithm>
 #include <limits>
 #include <string>
 #include <utility>
@@ -254,6 +255,73 @@ absl::StatusOr<ValidatedRequest> ValidateAttendRequest(
         request.value(), "value", NonFinitePolicy::kReject, &job.value));
   }
   return v;
+}
+
+namespace {
+
+// a + b and a * b, saturating at INT64_MAX (inputs >= 0).
+int64_t SatAdd(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? std::numeric_limits<int64_t>::max()
+                                          : r;
+}
+int64_t SatMul(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? std::numeric_limits<int64_t>::max()
+                                          : r;
+}
+
+// Bytes of `t` once decoded to fp32 (BOOL masks decode to one float each).
+int64_t DecodedBytes(const v1::Tensor& t) {
+  const int64_t n = static_cast<int64_t>(t.data().size());
+  switch (t.dtype()) {
+    case v1::BFLOAT16:
+    case v1::FLOAT16:
+      return SatMul(n, 2);
+    case v1::BOOL:
+      return SatMul(n, 4);
+    default:
+      return n;
+  }
+}
+
+// Sequence length of a [B, S, D] or [S, D] tensor (0 if not that rank).
+int64_t SeqLen(const v1::Tensor& t) {
+  const int rank = t.shape_size();
+  if (rank < 2) return 0;
+  return std::max<int64_t>(0, t.shape(rank - 2));
+}
+
+}  // namespace
+
+int64_t EstimateRequestMemory(const v1::AttendRequest& request,
+                              int64_t num_heads, int64_t max_message_bytes) {
+  int64_t bytes = static_cast<int64_t>(request.ByteSizeLong());
+  const int64_t query = DecodedBytes(request.query());
+  bytes = SatAdd(bytes, query);
+  if (request.has_key()) bytes = SatAdd(bytes, DecodedBytes(request.key()));
+  if (request.has_value()) {
+    bytes = SatAdd(bytes, DecodedBytes(request.value()));
+  }
+  if (request.has_attn_mask()) {
+    bytes = SatAdd(bytes, DecodedBytes(request.attn_mask()));
+  }
+  // The fp32 output has the query's decoded size; its encoding at most as
+  // much again.
+  bytes = SatAdd(bytes, SatMul(query, 2));
+  if (request.return_attention_weights()) {
+    const v1::Tensor& q = request.query();
+    const int64_t batch =
+        q.shape_size() == 3 ? std::max<int64_t>(0, q.shape(0)) : 1;
+    const int64_t sq = SeqLen(q);
+    const int64_t sk = request.has_key() ? SeqLen(request.key()) : sq;
+    const int64_t weights =
+        SatMul(SatMul(SatMul(batch, num_heads), SatMul(sq, sk)), 4);
+    // fp32 weights and their encoding; larger ones are refused by
+    // validation (the response limit), so they never get that far.
+    bytes = SatAdd(bytes, SatMul(std::min(weights, max_message_bytes), 2));
+  }
+  return bytes;
 }
 
 }  // namespace attn::server

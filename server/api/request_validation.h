@@ -53,6 +53,15 @@ absl::StatusOr<ValidatedRequest> ValidateAttendRequest(
     const v1::AttendRequest& request, std::shared_ptr<const Model> model,
     const ValidationLimits& limits);
 
+// Bytes the server holds for `request` while it is in flight, from its
+// encoded sizes alone (nothing decoded): the parsed message, its tensors
+// decoded to fp32, the fp32 output and its encoding, and, when asked, the
+// attention weights (at most `max_message_bytes`, the response limit) for a
+// model with `num_heads` heads. Never negative; saturates instead of
+// overflowing on absurd shapes (validation rejects those anyway).
+int64_t EstimateRequestMemory(const v1::AttendRequest& request,
+                              int64_t num_heads, int64_t max_message_bytes);
+
 }  // namespace attn::server
 
 #endif  // ATTNSERVE_SERVER_API_REQUEST_VALIDATION_H_
