@@ -3,6 +3,7 @@
 # (as root, or with sudo available). Idempotent.
 #   scripts/setup.sh            build + test dependencies
 #   scripts/setup.sh --runtime  only what building and running the server needs
+#   scripts/setup.sh --container  buildah, podman and debootstrap (CI's image stage)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +24,14 @@ TEST_PKGS=(
   prometheus  # prometheus + promtool for the metrics tests (tests/metrics)
 )
 
+CONTAINER_PKGS=(
+  buildah podman debootstrap  # scripts/ci/container.sh: image without a Docker engine
+)
+
 pkgs=("${BUILD_PKGS[@]}")
-if [ "${1:-}" != "--runtime" ]; then
+if [ "${1:-}" = "--container" ]; then
+  pkgs=("${CONTAINER_PKGS[@]}")
+elif [ "${1:-}" != "--runtime" ]; then
   pkgs+=("${TEST_PKGS[@]}")
   # Node.js may come from elsewhere (e.g. a nodesource build bundling npm);
   # take Debian's only when the commands are missing.
@@ -44,7 +51,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     "${missing[@]}" >/dev/null
 fi
 
-if [ "${1:-}" != "--runtime" ] && [ -f tests/node/package-lock.json ]; then
+if [ -z "${1:-}" ] && [ -f tests/node/package-lock.json ]; then
   # Node's gRPC client for the cross-language integration test.
   if [ ! -d tests/node/node_modules/@grpc/grpc-js ]; then
     npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
