@@ -21,6 +21,7 @@ TEST_PKGS=(
   python3 python3-grpcio python3-protobuf python3-numpy python3-torch
   clang-format
   chromium  # renders attn_loadgen's HTML report in tests/loadgen
+  python3-yaml  # tests/deploy parses the Compose file and manifests
   prometheus  # prometheus + promtool for the metrics tests (tests/metrics)
 )
 
