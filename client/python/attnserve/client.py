@@ -5,6 +5,7 @@ import grpc
 import numpy as np
 
 from attn.v1 import attention_pb2, attention_pb2_grpc
+from attnserve import service_config
 from attnserve._generated import health_pb2
 from attnserve.tensors import decode_tensor, encode_tensor, wire_dtype
 
@@ -63,11 +64,14 @@ class Client:
     Thread-safe (gRPC channels are). Use as a context manager or call close().
     """
 
-    def __init__(self, target, credentials=None, options=None):
+    def __init__(self, target, credentials=None, options=None, retry=True):
+        # target may list replicas ("ipv4:127.0.0.1:A,127.0.0.1:B") or name
+        # them ("dns:///svc:50051"): round_robin over all; retry=False turns
+        # off the UNAVAILABLE retries (attnserve/service_config.py).
         channel_options = [
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-        ] + list(options or [])
+        ] + service_config.channel_options(retry) + list(options or [])
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=channel_options)
         else:

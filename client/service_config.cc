@@ -1,0 +1,28 @@
+#include "client/service_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "grpc/grpc.h"
+
+namespace attn {
+
+std::string ClientServiceConfigJson(bool retry) {
+  std::string config = R"({"loadBalancingConfig": [{"round_robin": {}}])";
+  if (retry) {
+    absl::StrAppend(
+        &config, R"(, "methodConfig": [{"name": [)",
+        R"({"service": "attn.v1.AttentionService"}, )",
+        R"({"service": "grpc.health.v1.Health"}], )",
+        R"("retryPolicy": {"maxAttempts": )", kMaxCallAttempts,
+        R"(, "initialBackoff": "0.05s", "maxBackoff": "1s", )",
+        R"("backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}])");
+  }
+  absl::StrAppend(&config, "}");
+  return config;
+}
+
+void ApplyClientServiceConfig(bool retry, grpc::ChannelArguments* args) {
+  args->SetServiceConfigJSON(ClientServiceConfigJson(retry));
+  args->SetInt(GRPC_ARG_ENABLE_RETRIES, retry ? 1 : 0);
+}
+
+}  // namespace attn
