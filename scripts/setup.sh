@@ -22,6 +22,7 @@ TEST_PKGS=(
   clang-format
   chromium  # renders attn_loadgen's HTML report in tests/loadgen
   python3-yaml  # tests/deploy parses the Compose file and manifests
+  python3-pip python3-venv  # tests/integration/test_python_package.py (pip install)
   prometheus  # prometheus + promtool for the metrics tests (tests/metrics)
 )
 
