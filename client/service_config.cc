@@ -14,7 +14,11 @@ std::string ClientServiceConfigJson(bool retry) {
         R"({"service": "grpc.health.v1.Health"}], )",
         R"("retryPolicy": {"maxAttempts": )", kMaxCallAttempts,
         R"(, "initialBackoff": "0.05s", "maxBackoff": "1s", )",
-        R"("backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}])");
+        R"("backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}], )",
+        // Retries stop while more than half of 100 tokens are spent (one per
+        // failure, 0.1 back per success): no retry storm on an overloaded
+        // fleet (a full queue is UNAVAILABLE too).
+        R"("retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1})");
   }
   absl::StrAppend(&config, "}");
   return config;

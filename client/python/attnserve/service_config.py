@@ -22,6 +22,8 @@ def service_config_json(retry=True):
                 "retryableStatusCodes": ["UNAVAILABLE"],
             },
         }]
+        # Same throttling as the C++ client: no retry storm under overload.
+        config["retryThrottling"] = {"maxTokens": 100, "tokenRatio": 0.1}
     return json.dumps(config)
 
 
