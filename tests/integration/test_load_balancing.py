@@ -44,11 +44,13 @@ class LoadBalancingTest(unittest.TestCase):
         self.ports = [free_port() for _ in range(3)]
         self.servers = [h.ServerProcess(extra_args=[f"--metrics_port={p}"])
                         for p in self.ports]
+        # Registered before any start, so a failing setUp stops them too.
+        self.addCleanup(self._kill_all)
         for s in self.servers:
             s.start()
         self.target = "ipv4:" + ",".join(s.target for s in self.servers)
 
-    def tearDown(self):
+    def _kill_all(self):
         for s in self.servers:
             s._kill()
 
