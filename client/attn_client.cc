@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "client/service_config.h"
 #include "health.grpc.pb.h"  // generated from client/health.proto
 #include "health.pb.h"
 
@@ -55,6 +56,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  ApplyClientServiceConfig(options.retry_unavailable, &args);
   if (options.credentials) {
     return std::make_unique<Client>(
         grpc::CreateCustomChannel(target, options.credentials, args));

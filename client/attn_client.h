@@ -51,6 +51,9 @@ struct ClientOptions {
   // Largest message sent or received, bytes. Default: 256 MiB, enough for the
   // attention weights of long sequences ([B, H, Sq, Sk] floats).
   int max_message_bytes = 256 << 20;
+  // Retry calls that fail with UNAVAILABLE on another replica (Attend is
+  // idempotent); see client/service_config.h. Load balancing is round_robin.
+  bool retry_unavailable = true;
 };
 
 // Converts a gRPC status to an absl::Status with the same code and message.
@@ -69,9 +72,10 @@ class Client {
       std::function<void(absl::StatusOr<v1::AttendResponse> response)>;
 
   // Creates a client for `target` ("host:port", "dns:///host:port",
-  // "unix:path"). Does not connect yet: the first call does.
-  // Errors: INVALID_ARGUMENT if target is empty; the errors of
-  // MakeChannelCredentials (bad TLS files).
+  // "ipv4:127.0.0.1:A,127.0.0.1:B", "unix:path"); calls are spread
+  // round-robin over every address the target resolves to. Does not connect
+  // yet: the first call does. Errors: INVALID_ARGUMENT if target is empty;
+  // the errors of MakeChannelCredentials (bad TLS files).
   static absl::StatusOr<std::unique_ptr<Client>> Create(
       const std::string& target, const ClientOptions& options = {});
 

@@ -3,6 +3,7 @@
 # (as root, or with sudo available). Idempotent.
 #   scripts/setup.sh            build + test dependencies
 #   scripts/setup.sh --runtime  only what building and running the server needs
+#   scripts/setup.sh --container  buildah, podman and debootstrap (CI's image stage)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,12 +22,20 @@ TEST_PKGS=(
   python3 python3-grpcio python3-protobuf python3-numpy python3-torch
   clang-format
   chromium  # renders attn_loadgen's HTML report in tests/loadgen
+  python3-yaml  # tests/deploy parses the Compose file and manifests
+  python3-pip python3-venv  # tests/integration/test_python_package.py (pip install)
   prometheus  # prometheus + promtool for the metrics tests (tests/metrics)
   openssl  # generates the test PKI of the TLS/mTLS tests (tests/integration)
 )
 
+CONTAINER_PKGS=(
+  buildah podman debootstrap  # scripts/ci/container.sh: image without a Docker engine
+)
+
 pkgs=("${BUILD_PKGS[@]}")
-if [ "${1:-}" != "--runtime" ]; then
+if [ "${1:-}" = "--container" ]; then
+  pkgs=("${CONTAINER_PKGS[@]}")
+elif [ "${1:-}" != "--runtime" ]; then
   pkgs+=("${TEST_PKGS[@]}")
   # Node.js may come from elsewhere (e.g. a nodesource build bundling npm);
   # take Debian's only when the commands are missing.
@@ -46,7 +55,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     "${missing[@]}" >/dev/null
 fi
 
-if [ "${1:-}" != "--runtime" ] && [ -f tests/node/package-lock.json ]; then
+if [ -z "${1:-}" ] && [ -f tests/node/package-lock.json ]; then
   # Node's gRPC client for the cross-language integration test.
   if [ ! -d tests/node/node_modules/@grpc/grpc-js ]; then
     npm ci --prefix tests/node --no-audit --no-fund --loglevel=error

@@ -1,5 +1,6 @@
 #include "client/loadgen/channels.h"
 
+#include "client/service_config.h"
 #include "grpc/grpc.h"
 
 namespace attn::loadgen {
@@ -12,6 +13,7 @@ absl::StatusOr<std::vector<Connection>> MakeConnections(
     args.SetMaxReceiveMessageSize(256 << 20);
     args.SetMaxSendMessageSize(256 << 20);
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    ApplyClientServiceConfig(/*retry=*/true, &args);
     args.SetInt("attn_loadgen.channel_index", i);
     Connection c;
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =

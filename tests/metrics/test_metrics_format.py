@@ -31,7 +31,7 @@ class MetricsFormatTest(unittest.TestCase):
         cls.launched_before = time.time()
         cls.server = mh.MetricsServer(cls.tmp.name)
         cls.launched_after = time.time()
-        cls.client = attnserve.Client(cls.server.target)
+        cls.client = attnserve.Client(cls.server.target, retry=False)  # counts exact codes
 
     @classmethod
     def tearDownClass(cls):
@@ -163,7 +163,7 @@ class MetricsFormatTest(unittest.TestCase):
         self.assertGreater(cpu1, cpu0)
         # Open fds follow the process: a new gRPC connection adds a socket.
         fds0 = mh.value(self.scrape(), "process_open_fds")
-        extra = attnserve.Client(self.server.target,  # its own connection
+        extra = attnserve.Client(self.server.target, retry=False,  # its own connection
                                  options=[("grpc.use_local_subchannel_pool", 1)])
         try:
             extra.wait_ready(timeout=10)

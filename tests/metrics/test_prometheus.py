@@ -208,7 +208,7 @@ class PrometheusTest(unittest.TestCase):
                                     lambda r: r and r[0]["value"][1] == "1", "up == 1")
 
                 tally = mh.Tally(("m", "t", "q"))
-                mh.standard_traffic(attnserve.Client(server.target), tally,
+                mh.standard_traffic(attnserve.Client(server.target, retry=False), tally,
                                     np.random.default_rng(0))
                 total = sum(tally.codes.values())
                 prometheus.wait_for(

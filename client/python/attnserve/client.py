@@ -6,6 +6,7 @@ import numpy as np
 
 from attn.v1 import attention_pb2, attention_pb2_grpc
 from attnserve import security
+from attnserve import service_config
 from attnserve._generated import health_pb2
 from attnserve.tensors import decode_tensor, encode_tensor, wire_dtype
 
@@ -65,15 +66,19 @@ class Client:
     """
 
     def __init__(self, target, credentials=None, options=None, tls_ca=None, tls_cert=None,
-                 tls_key=None, tls_server_name=None, auth_token=None):
+                 tls_key=None, tls_server_name=None, auth_token=None, retry=True):
         """TLS: tls_ca (CA bundle path; system roots if only other tls_* are
         given), tls_cert/tls_key (client certificate, mutual TLS),
         tls_server_name (expected certificate name). auth_token: sent as
-        'authorization: Bearer <token>'. See attnserve.security."""
+        'authorization: Bearer <token>'. See attnserve.security.
+
+        target may list replicas ("ipv4:127.0.0.1:A,127.0.0.1:B") or name
+        them ("dns:///svc:50051"): round_robin over all; retry=False turns
+        off the UNAVAILABLE retries (attnserve/service_config.py)."""
         channel_options = [
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-        ] + list(options or [])
+        ] + service_config.channel_options(retry) + list(options or [])
         self._channel = security.make_channel(
             target, channel_options, credentials, tls_ca=tls_ca, tls_cert=tls_cert,
             tls_key=tls_key, tls_server_name=tls_server_name, auth_token=auth_token)
