@@ -13,13 +13,14 @@ set(ATTN_INSTALL_CMAKE ${CMAKE_INSTALL_LIBDIR}/cmake/attnserve)
 set_target_properties(attn_client PROPERTIES EXPORT_NAME client)
 set_target_properties(attn_proto PROPERTIES EXPORT_NAME proto)
 set_target_properties(attn_common PROPERTIES EXPORT_NAME common)
+set_target_properties(attn_pem PROPERTIES EXPORT_NAME pem)
 set_target_properties(attn_warnings PROPERTIES EXPORT_NAME warnings)
-foreach(lib IN ITEMS attn_client attn_proto attn_common)
+foreach(lib IN ITEMS attn_client attn_proto attn_common attn_pem)
   target_include_directories(${lib} INTERFACE
                              $<INSTALL_INTERFACE:${ATTN_INSTALL_INCLUDE}>)
 endforeach()
 
-install(TARGETS attn_client attn_proto attn_common attn_warnings
+install(TARGETS attn_client attn_proto attn_common attn_pem attn_warnings
         EXPORT attnserveTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(FILES
@@ -27,8 +28,10 @@ install(FILES
           ${PROJECT_SOURCE_DIR}/client/tensor_convert.h
           ${PROJECT_SOURCE_DIR}/client/array_io.h
           ${PROJECT_SOURCE_DIR}/client/service_config.h
+          ${PROJECT_SOURCE_DIR}/client/channel_credentials.h
         DESTINATION ${ATTN_INSTALL_INCLUDE}/client)
 install(FILES ${PROJECT_SOURCE_DIR}/common/float16.h
+              ${PROJECT_SOURCE_DIR}/common/pem_files.h
         DESTINATION ${ATTN_INSTALL_INCLUDE}/common)
 install(FILES
           ${CMAKE_BINARY_DIR}/proto/attn/v1/attention.pb.h
@@ -41,6 +44,7 @@ file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/attnserveConfig.cmake.in [=[
 @PACKAGE_INIT@
 include(CMakeFindDependencyMacro)
 find_dependency(Threads)
+find_dependency(OpenSSL)
 find_dependency(absl CONFIG)
 find_dependency(Protobuf)
 find_dependency(gRPC CONFIG)
