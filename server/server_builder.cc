@@ -1,5 +1,6 @@
 #include "server/server_builder.h"
 
+#include <iostream>
 #include <limits>
 #include <thread>
 #include <utility>
@@ -9,6 +10,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
+#include "server/serving/warmup.h"
 
 namespace attn::server {
 namespace {
@@ -81,6 +83,18 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
                                server->metrics_->registry());
     if (!endpoint.ok()) return endpoint.status();
     server->metrics_endpoint_ = std::move(*endpoint);
+  }
+  // Every model warms up before the server listens, so it is ready (health
+  // SERVING) only once its first requests cost what later ones do.
+  for (const auto& model : server->repository_->List()) {
+    absl::StatusOr<absl::Duration> took = WarmUp(*model, threads);
+    if (!took.ok()) return took.status();
+    if (!model->config.warmup.empty()) {
+      std::cerr << absl::StrCat("attn_server: warmed up model '", model->name,
+                                "' version ", model->version, " with ",
+                                model->config.warmup.size(), " shape(s) in ",
+                                absl::ToInt64Milliseconds(*took), " ms\n");
+    }
   }
   Batcher::Options batcher_options;
   batcher_options.threads = threads;

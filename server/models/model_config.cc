@@ -94,6 +94,15 @@ class ObjectReader {
     return v;
   }
 
+  // The array under `key`, or nullptr (absent). Errors if not an array.
+  absl::StatusOr<const Json*> Array(const char* key) {
+    const Json* v = Get(key);
+    if (v != nullptr && !v->is_array()) {
+      return Error(key, absl::StrCat("must be an array, got ", Show(*v)));
+    }
+    return v;
+  }
+
   // INVALID_ARGUMENT naming the first key that was never read.
   absl::Status CheckNoUnknownKeys(const char* known) const {
     for (const auto& [key, value] : object_.items()) {
@@ -143,6 +152,49 @@ absl::Status ParseBatching(const Json& object, const std::string& path,
       "max_queue_size, default_timeout_us");
 }
 
+// "warmup": an array of {batch, seq, return_attention_weights} objects.
+absl::Status ParseWarmup(const Json& array, const std::string& path,
+                         int64_t max_sequence_length,
+                         std::vector<WarmupShape>* out) {
+  constexpr size_t kMaxWarmupShapes = 64;
+  if (array.size() > kMaxWarmupShapes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": 'warmup' has ", array.size(),
+                     " entries; at most ", kMaxWarmupShapes, " are allowed"));
+  }
+  out->clear();
+  for (size_t i = 0; i < array.size(); ++i) {
+    const std::string prefix = absl::StrCat("warmup[", i, "].");
+    if (!array[i].is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": 'warmup[", i,
+                       "]' must be an object like {\"batch\": 1, "
+                       "\"seq\": 16}"));
+    }
+    ObjectReader r(array[i], path, prefix);
+    WarmupShape shape;
+    ATTN_RETURN_IF_ERROR(r.Int("batch", 1, &shape.batch));
+    ATTN_RETURN_IF_ERROR(r.Int("seq", 1, &shape.seq));
+    ATTN_RETURN_IF_ERROR(
+        r.Bool("return_attention_weights", &shape.return_attention_weights));
+    ATTN_RETURN_IF_ERROR(
+        r.CheckNoUnknownKeys("batch, seq, return_attention_weights"));
+    if (shape.seq > max_sequence_length) {
+      return r.Error(
+          "seq", absl::StrCat("(", shape.seq, ") exceeds max_sequence_length (",
+                              max_sequence_length, ")"));
+    }
+    // Bounded so that a typo cannot make start-up allocate gigabytes.
+    constexpr int64_t kMaxWarmupTokens = int64_t{1} << 20;
+    if (shape.batch > kMaxWarmupTokens / shape.seq) {
+      return r.Error(
+          "batch", absl::StrCat("x seq is over ", kMaxWarmupTokens, " tokens"));
+    }
+    out->push_back(shape);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
@@ -173,9 +225,15 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   if (*batching != nullptr) {
     ATTN_RETURN_IF_ERROR(ParseBatching(**batching, path, &config.batching));
   }
+  absl::StatusOr<const Json*> warmup = r.Array("warmup");
+  if (!warmup.ok()) return warmup.status();
+  if (*warmup != nullptr) {
+    ATTN_RETURN_IF_ERROR(ParseWarmup(**warmup, path, config.max_sequence_length,
+                                     &config.warmup));
+  }
   ATTN_RETURN_IF_ERROR(r.CheckNoUnknownKeys(
       "num_heads, num_kv_heads, head_dim, causal, compute_dtype, scale, "
-      "max_sequence_length, batching"));
+      "max_sequence_length, batching, warmup"));
 
   if (config.compute_dtype != "float32" && config.compute_dtype != "bfloat16") {
     return r.Error("compute_dtype",

@@ -3,7 +3,8 @@
 // Example:
 //   {"num_heads": 8, "num_kv_heads": 2, "causal": false,
 //    "compute_dtype": "float32", "max_sequence_length": 4096,
-//    "batching": {"max_batch_tokens": 4096, "max_queue_delay_us": 500}}
+//    "batching": {"max_batch_tokens": 4096, "max_queue_delay_us": 500},
+//    "warmup": [{"batch": 1, "seq": 16}, {"batch": 8, "seq": 128}]}
 //
 // Unknown keys (at any level) are an error, so that a typo never silently
 // falls back to a default.
@@ -12,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/attention.h"
@@ -39,6 +41,15 @@ struct BatchingOptions {
   int64_t default_timeout_us = 0;
 };
 
+// One warm-up forward pass (config.json → "warmup": [{"batch": 1, "seq": 16,
+// "return_attention_weights": false}, ...]): run before the model serves so
+// that its oneDNN primitives exist and its weights are touched.
+struct WarmupShape {
+  int64_t batch = 1;
+  int64_t seq = 16;  // self-attention, Sq = Sk; <= max_sequence_length
+  bool return_attention_weights = false;
+};
+
 // Parsed config.json. Fields the file leaves out keep the defaults below;
 // fields that depend on d_model (known only from the checkpoint) stay 0 here
 // and are resolved by ResolveAttentionConfig().
@@ -51,6 +62,9 @@ struct ModelConfig {
   float scale = 0.0f;                     // 0: 1/sqrt(head_dim)
   int64_t max_sequence_length = 8192;     // longest Sq or Sk accepted
   BatchingOptions batching;
+  // Default (key absent): [{1, 16}, {1, 16, weights}], the shape of a small
+  // request on both the flash and the materialising core; [] turns it off.
+  std::vector<WarmupShape> warmup = {{1, 16, false}, {1, 16, true}};
 };
 
 // Parses and validates config.json text. `path` is only used in messages.

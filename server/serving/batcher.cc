@@ -183,6 +183,12 @@ void Batcher::ExecutorLoop() {
   // Every oneDNN primitive is created and executed on this thread, so this
   // is the thread count each kernel call uses.
   omp_set_num_threads(threads_);
+  // Start this thread's OpenMP team now rather than in the first request's
+  // kernel call (thread creation is most of a small first call's extra cost
+  // once the model has warmed up, see server/serving/warmup.h).
+#pragma omp parallel
+  {
+  }
 #endif
   bool after_batch = false;  // the previous iteration ran a batch
   for (;;) {

@@ -128,6 +128,8 @@ inline std::shared_ptr<const Model> MakeFakeModel(
   model->config.num_heads = num_heads;
   model->config.max_sequence_length = max_sequence_length;
   model->config.batching = batching;
+  // No warm-up passes: the tests count every kernel call the fake sees.
+  model->config.warmup.clear();
   model->attention.d_model = d_model;
   model->attention.num_heads = num_heads;
   model->attention.num_kv_heads = num_heads;
