@@ -44,11 +44,46 @@ ABSL_FLAG(int, threads,
           "Threads for each kernel call (one kernel call runs at a time). "
           "Default: the hardware concurrency.");
 
+ABSL_FLAG(double, drain_delay_s, 0,
+          "On SIGTERM/SIGINT, seconds to go on serving after health turned "
+          "NOT_SERVING, so that load balancers stop sending (Kubernetes: a "
+          "few readiness periods).");
+ABSL_FLAG(double, shutdown_timeout_s, 30,
+          "After the drain delay, seconds the calls already accepted may "
+          "take to complete before they are cancelled.");
+ABSL_FLAG(int, grpc_max_connection_age_s, 0,
+          "Send GOAWAY to connections older than this (clients reconnect, "
+          "so new replicas get traffic); 0 = never.");
+ABSL_FLAG(int, grpc_max_connection_age_grace_s, 30,
+          "After a max-age GOAWAY, seconds the connection's calls may still "
+          "run before it is closed.");
+ABSL_FLAG(int, grpc_keepalive_time_s, 60,
+          "Ping an idle connection after this many seconds (dead peers are "
+          "noticed).");
+ABSL_FLAG(int, grpc_keepalive_timeout_s, 20,
+          "Close a connection whose keepalive ping is not answered within "
+          "this many seconds.");
+ABSL_FLAG(int, grpc_keepalive_min_client_ping_interval_s, 10,
+          "Keepalive enforcement: clients pinging more often than this get "
+          "GOAWAY too_many_pings.");
+ABSL_FLAG(bool, grpc_keepalive_permit_without_calls, true,
+          "Keepalive enforcement: allow client pings on connections with no "
+          "call open.");
+
 namespace {
 
-// How long in-flight calls may run after SIGINT/SIGTERM before they are
-// cancelled.
-constexpr absl::Duration kShutdownGrace = absl::Seconds(30);
+// Blocks until SIGINT or SIGTERM arrives (they are blocked in every thread
+// and taken here, synchronously); returns its number.
+int WaitForStopSignal() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int signal_number = 0;
+  while (sigwait(&signals, &signal_number) != 0) {
+  }
+  return signal_number;
+}
 
 int Run() {
   using attn::server::AttentionServer;
@@ -99,6 +134,33 @@ int Run() {
   options.port = port;
   options.metrics_port = metrics_port;
   options.threads = threads;
+  options.max_connection_age_s = absl::GetFlag(FLAGS_grpc_max_connection_age_s);
+  options.max_connection_age_grace_s =
+      absl::GetFlag(FLAGS_grpc_max_connection_age_grace_s);
+  options.keepalive_time_s = absl::GetFlag(FLAGS_grpc_keepalive_time_s);
+  options.keepalive_timeout_s = absl::GetFlag(FLAGS_grpc_keepalive_timeout_s);
+  options.keepalive_min_client_ping_interval_s =
+      absl::GetFlag(FLAGS_grpc_keepalive_min_client_ping_interval_s);
+  options.keepalive_permit_without_calls =
+      absl::GetFlag(FLAGS_grpc_keepalive_permit_without_calls);
+  const double drain_delay_s = absl::GetFlag(FLAGS_drain_delay_s);
+  const double shutdown_timeout_s = absl::GetFlag(FLAGS_shutdown_timeout_s);
+  if (!(drain_delay_s >= 0) || !(shutdown_timeout_s >= 0)) {
+    std::cerr << "attn_server: --drain_delay_s and --shutdown_timeout_s must "
+                 "be >= 0 seconds\n";
+    return 1;
+  }
+  if (options.max_connection_age_s < 0 ||
+      options.max_connection_age_grace_s < 0 || options.keepalive_time_s < 1 ||
+      options.keepalive_timeout_s < 1 ||
+      options.keepalive_min_client_ping_interval_s < 0) {
+    std::cerr << "attn_server: --grpc_max_connection_age_s, "
+                 "--grpc_max_connection_age_grace_s and "
+                 "--grpc_keepalive_min_client_ping_interval_s must be >= 0; "
+                 "--grpc_keepalive_time_s and --grpc_keepalive_timeout_s "
+                 ">= 1\n";
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<AttentionServer>> server =
       AttentionServer::Start(options, models);
   if (!server.ok()) {
@@ -113,18 +175,16 @@ int Run() {
   std::cout << "attn_server listening on " << (*server)->host() << ":"
             << (*server)->port() << std::endl;
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  int signal_number = 0;
-  while (sigwait(&signals, &signal_number) != 0) {
-  }
+  const int signal_number = WaitForStopSignal();
+  const absl::Duration delay = absl::Seconds(drain_delay_s);
+  const absl::Duration timeout = absl::Seconds(shutdown_timeout_s);
   std::cerr << "attn_server: received "
             << (signal_number == SIGINT ? "SIGINT" : "SIGTERM")
-            << ", shutting down (in-flight calls may take up to "
-            << absl::FormatDuration(kShutdownGrace) << ")\n";
-  (*server)->Shutdown(kShutdownGrace);
+            << ", draining: health NOT_SERVING, serving for "
+            << absl::FormatDuration(delay)
+            << " more, then accepted calls may take up to "
+            << absl::FormatDuration(timeout) << std::endl;
+  (*server)->Drain(delay, timeout);
   std::cerr << "attn_server: stopped\n";
   return 0;
 }
