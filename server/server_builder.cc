@@ -58,6 +58,11 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
         absl::StrCat("max_message_bytes is ", options.max_message_bytes,
                      "; expected 1 to ", std::numeric_limits<int32_t>::max()));
   }
+  if (options.executor_nice < 0 || options.executor_nice > 19) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("executor_nice is ", options.executor_nice,
+                     "; expected 0 (same priority) to 19"));
+  }
   if (options.threads < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("threads is ", options.threads,
@@ -99,6 +104,7 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   }
   Batcher::Options batcher_options;
   batcher_options.threads = threads;
+  batcher_options.executor_nice = options.executor_nice;
   batcher_options.clock = options.clock;
   batcher_options.observer = server->metrics_.get();
   server->batcher_ = std::make_unique<Batcher>(batcher_options);
