@@ -52,6 +52,12 @@ ABSL_FLAG(int, threads,
           "Threads for each kernel call (one kernel call runs at a time). "
           "Default: the hardware concurrency.");
 
+ABSL_FLAG(int64_t, max_receive_message_bytes, 0,
+          "Largest request message in bytes (larger ones get "
+          "RESOURCE_EXHAUSTED before they are read). 0 = derived from the "
+          "models: a full-length query, key and value in fp32 plus a bool "
+          "mask, at least 4 MiB.");
+
 ABSL_FLAG(int, executor_nice, 5,
           "Nice increment of the compute threads (0-19): when the CPU is "
           "saturated, gRPC's threads run first, so health probes and "
@@ -234,6 +240,8 @@ int Run() {
   options.metrics_port = metrics_port;
   options.threads = threads;
   options.executor_nice = absl::GetFlag(FLAGS_executor_nice);
+  options.max_receive_message_bytes =
+      absl::GetFlag(FLAGS_max_receive_message_bytes);
   options.max_inflight_bytes = absl::GetFlag(FLAGS_max_inflight_bytes);
   if (options.max_inflight_bytes < 0) {
     std::cerr << "attn_server: --max_inflight_bytes is "
@@ -282,6 +290,10 @@ int Run() {
   std::cerr << "attn_server: in-flight request memory limited to "
             << (*server)->budget().limit() / (1 << 20)
             << " MiB (--max_inflight_bytes)\n";
+  std::cerr << absl::StrCat(
+      "attn_server: requests up to ", (*server)->receive_limit() / (1 << 20),
+      " MiB accepted (", (*server)->receive_limit_source(),
+      "; --max_receive_message_bytes overrides)\n");
   std::cout << "attn_server listening on " << (*server)->host() << ":"
             << (*server)->port() << std::endl;
 

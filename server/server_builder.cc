@@ -58,6 +58,13 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
         absl::StrCat("max_message_bytes is ", options.max_message_bytes,
                      "; expected 1 to ", std::numeric_limits<int32_t>::max()));
   }
+  if (options.max_receive_message_bytes < 0 ||
+      options.max_receive_message_bytes > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_receive_message_bytes is ", options.max_receive_message_bytes,
+        "; expected 0 (derived from the models) or 1 to ",
+        std::numeric_limits<int32_t>::max()));
+  }
   if (options.executor_nice < 0 || options.executor_nice > 19) {
     return absl::InvalidArgumentError(
         absl::StrCat("executor_nice is ", options.executor_nice,
@@ -112,6 +119,21 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
                                      ? options.max_inflight_bytes
                                      : InflightBudget::DefaultLimit();
   server->budget_ = std::make_unique<InflightBudget>(inflight_limit);
+  if (options.max_receive_message_bytes > 0) {
+    server->receive_limit_ = options.max_receive_message_bytes;
+    server->receive_limit_source_ = "--max_receive_message_bytes";
+  } else {
+    for (const auto& model : server->repository_->List()) {
+      const int64_t need = ReceiveLimitFor(*model);
+      if (need > server->receive_limit_) {
+        server->receive_limit_ = need;
+        server->receive_limit_source_ = absl::StrCat(
+            "model '", model->name, "' version ", model->version,
+            ": max_sequence_length ", model->config.max_sequence_length,
+            " x d_model ", model->attention.d_model);
+      }
+    }
+  }
   ValidationLimits limits;
   limits.max_message_bytes = options.max_message_bytes;
   server->service_ = std::make_unique<AttentionServiceImpl>(
@@ -126,14 +148,14 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   builder.AddListeningPort(
       address, MakeServerCredentials(options.security, server->metrics_.get()),
       &bound_port);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(server->receive_limit_));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   // Transport memory (receive buffers of messages not yet handed to a
   // handler) is bounded too: the budget plus one largest message. Streams
   // per connection are capped so that one client cannot open unboundedly
   // many calls on a single connection.
   grpc::ResourceQuota quota("attn_server");
-  quota.Resize(static_cast<size_t>(inflight_limit + options.max_message_bytes));
+  quota.Resize(static_cast<size_t>(inflight_limit + server->receive_limit_));
   builder.SetResourceQuota(quota);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              kMaxConcurrentStreamsPerConnection);

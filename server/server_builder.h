@@ -46,11 +46,15 @@ struct ServerOptions {
   // rejections stay fast. 0 = same priority as the rest. attn_server's flag
   // defaults to 5. Default: 0. REQUIRES: 0 <= executor_nice <= 19.
   int executor_nice = 0;
-  // Largest request and response message, bytes. Larger requests are
-  // RESOURCE_EXHAUSTED (by gRPC); responses that would be larger are
+  // Largest response message, bytes: responses that would be larger are
   // INVALID_ARGUMENT before compute. Default: 256 MiB (a [8, 8192, 1024]
-  // fp32 query is 256 MiB). REQUIRES: 1 <= value <= INT32_MAX.
+  // fp32 output is 256 MiB). REQUIRES: 1 <= value <= INT32_MAX.
   int64_t max_message_bytes = int64_t{256} << 20;
+  // Largest request message, bytes; larger ones are RESOURCE_EXHAUSTED (by
+  // gRPC, before they are read). 0 derives it from the models: the largest
+  // ReceiveLimitFor() (server/api/request_validation.h) over the repository.
+  // Default: 0. REQUIRES: 0 <= value <= INT32_MAX.
+  int64_t max_receive_message_bytes = 0;
   // Bytes all requests in flight may hold together (received, decoded,
   // queued, computing, answering); a request that would cross it is
   // RESOURCE_EXHAUSTED before it is decoded. 0 means
@@ -118,6 +122,13 @@ class AttentionServer {
   // The in-flight byte budget (its limit and current use).
   const InflightBudget& budget() const { return *budget_; }
 
+  // The gRPC receive limit in force, and where it came from ("the flag", or
+  // the model that needs the most).
+  int64_t receive_limit() const { return receive_limit_; }
+  const std::string& receive_limit_source() const {
+    return receive_limit_source_;
+  }
+
   // Attend requests accepted by the executor and not yet completed.
   int64_t InFlightTasks() const { return batcher_->InFlightTasks(); }
 
@@ -153,6 +164,8 @@ class AttentionServer {
   std::unique_ptr<ServerMetrics> metrics_;  // null when metrics are off
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<InflightBudget> budget_;
+  int64_t receive_limit_ = 0;
+  std::string receive_limit_source_;
   std::unique_ptr<Batcher> batcher_;
   std::unique_ptr<AttentionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
