@@ -30,8 +30,17 @@ std::string ListenAddress(const std::string& host, int port) {
 absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     const ServerOptions& options,
     std::shared_ptr<const ModelRepository> repository) {
-  if (repository == nullptr) {
+  if (repository == nullptr && options.model_repository.empty()) {
     return absl::InvalidArgumentError("AttentionServer: no model repository");
+  }
+  if (options.model_load_threads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("model_load_threads is ",
+                                                   options.model_load_threads,
+                                                   "; expected at least 1"));
+  }
+  if (options.repository_poll < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "repository_poll is negative; expected 0 (off) or a period");
   }
   if (options.port < 0 || options.port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -74,26 +83,49 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
 
   std::unique_ptr<AttentionServer> server(new AttentionServer());
   server->host_ = options.host;
-  server->repository_ = std::move(repository);
+  if (options.model_repository.empty()) {
+    server->repository_ = std::move(repository);
+  }
   if (options.metrics_port != 0) {
-    server->metrics_ =
-        std::make_unique<ServerMetrics>(server->repository_->List());
+    server->metrics_ = std::make_unique<ServerMetrics>(
+        server->repository_ != nullptr ? server->repository_->List()
+                                       : std::vector<ModelHandle>{});
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
         MetricsEndpoint::Start(options.host, options.metrics_port,
                                server->metrics_->registry());
     if (!endpoint.ok()) return endpoint.status();
     server->metrics_endpoint_ = std::move(*endpoint);
   }
-  // Every model warms up before the server listens, so it is ready (health
-  // SERVING) only once its first requests cost what later ones do.
-  for (const auto& model : server->repository_->List()) {
-    absl::StatusOr<absl::Duration> took = WarmUp(*model, threads);
+  // Every version warms up before it serves (and the server listens only
+  // once the start-up versions have), so it is ready (health SERVING) only
+  // once its first requests cost what later ones do.
+  auto warm_up = [threads](const Model& model) -> absl::Status {
+    absl::StatusOr<absl::Duration> took = WarmUp(model, threads);
     if (!took.ok()) return took.status();
-    if (!model->config.warmup.empty()) {
-      std::cerr << absl::StrCat("attn_server: warmed up model '", model->name,
-                                "' version ", model->version, " with ",
-                                model->config.warmup.size(), " shape(s) in ",
+    if (!model.config.warmup.empty()) {
+      std::cerr << absl::StrCat("attn_server: warmed up model '", model.name,
+                                "' version ", model.version, " with ",
+                                model.config.warmup.size(), " shape(s) in ",
                                 absl::ToInt64Milliseconds(*took), " ms\n");
+    }
+    return absl::OkStatus();
+  };
+  if (!options.model_repository.empty()) {
+    ModelLifecycle::Options lifecycle;
+    lifecycle.root = options.model_repository;
+    lifecycle.load_threads = options.model_load_threads;
+    lifecycle.poll_interval = options.repository_poll;
+    lifecycle.exit_on_load_error = options.exit_on_load_error;
+    lifecycle.prepare = warm_up;
+    lifecycle.observer = server->metrics_.get();
+    absl::StatusOr<std::unique_ptr<ModelLifecycle>> started =
+        ModelLifecycle::Start(lifecycle);
+    if (!started.ok()) return started.status();
+    server->lifecycle_ = *std::move(started);
+    server->repository_ = server->lifecycle_->repository();
+  } else {
+    for (const auto& model : server->repository_->List()) {
+      if (absl::Status s = warm_up(*model); !s.ok()) return s;
     }
   }
   Batcher::Options batcher_options;
@@ -154,6 +186,7 @@ void AttentionServer::Shutdown(absl::Duration grace) {
   absl::MutexLock lock(&shutdown_mu_);
   if (shut_down_) return;
   shut_down_ = true;
+  if (lifecycle_ != nullptr) lifecycle_->Stop();  // no loads from here on
   if (metrics_ != nullptr) metrics_->SetModelsReady(false);
   if (server_ != nullptr) {
     grpc::HealthCheckServiceInterface* health =
