@@ -1,5 +1,6 @@
 #include "server/server_builder.h"
 
+#include <algorithm>
 #include <iostream>
 #include <limits>
 #include <thread>
@@ -37,6 +38,12 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     return absl::InvalidArgumentError(absl::StrCat("model_load_threads is ",
                                                    options.model_load_threads,
                                                    "; expected at least 1"));
+  }
+  if (options.enable_model_control && options.model_repository.empty()) {
+    return absl::InvalidArgumentError(
+        "model control (--enable_model_control) needs a model repository "
+        "(--model_repository): the built-in demo model cannot be loaded or "
+        "unloaded");
   }
   if (options.repository_poll < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -117,7 +124,9 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     lifecycle.poll_interval = options.repository_poll;
     lifecycle.exit_on_load_error = options.exit_on_load_error;
     lifecycle.prepare = warm_up;
-    lifecycle.observer = server->metrics_.get();
+    server->lifecycle_events_ =
+        std::make_unique<LifecycleEvents>(server->metrics_.get());
+    lifecycle.observer = server->lifecycle_events_.get();
     absl::StatusOr<std::unique_ptr<ModelLifecycle>> started =
         ModelLifecycle::Start(lifecycle);
     if (!started.ok()) return started.status();
@@ -163,6 +172,26 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              kMaxConcurrentStreamsPerConnection);
   builder.RegisterService(server->service_.get());
+  if (options.enable_model_control) {
+    server->model_service_ =
+        std::make_unique<ModelServiceImpl>(server->lifecycle_.get());
+    builder.RegisterService(server->model_service_.get());
+  }
+  if (options.max_connection_age_s > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               options.max_connection_age_s * 1000);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               options.max_connection_age_grace_s * 1000);
+  }
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             options.keepalive_time_s * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             options.keepalive_timeout_s * 1000);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      options.keepalive_min_client_ping_interval_s * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+                             options.keepalive_permit_without_calls ? 1 : 0);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || bound_port == 0) {
     server->batcher_->Shutdown();
@@ -171,30 +200,55 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
                      " (address in use, or not an address of this machine?)"));
   }
   server->port_ = bound_port;
-  grpc::HealthCheckServiceInterface* health =
-      server->server_->GetHealthCheckService();
-  if (health != nullptr) {
-    health->SetServingStatus(kAttentionServiceName, true);
-    health->SetServingStatus("", true);
+  server->health_ =
+      std::make_unique<HealthStatus>(server->server_->GetHealthCheckService());
+  // Every start-up model is loaded (and warmed up) before Start() returns:
+  // all are ready now. Readiness stays SERVING from here on until a drain:
+  // a reload or unload of one model changes only that model's name.
+  if (server->lifecycle_events_ != nullptr) {
+    server->lifecycle_events_->AttachHealth(server->health_.get());
+  } else {
+    for (const auto& model : server->repository_->List()) {
+      server->health_->SetModelReady(model->name, true);
+    }
   }
+  server->health_->SetReady(true);
   return server;
 }
 
 AttentionServer::~AttentionServer() { Shutdown(absl::ZeroDuration()); }
 
 void AttentionServer::Shutdown(absl::Duration grace) {
+  Drain(absl::ZeroDuration(), grace);
+}
+
+void AttentionServer::Drain(absl::Duration delay, absl::Duration timeout) {
   absl::MutexLock lock(&shutdown_mu_);
   if (shut_down_) return;
   shut_down_ = true;
   if (lifecycle_ != nullptr) lifecycle_->Stop();  // no loads from here on
+  const absl::Time deadline = absl::Now() + delay + timeout;
   if (metrics_ != nullptr) metrics_->SetModelsReady(false);
+  if (health_ != nullptr) health_->BeginDrain();
+  absl::SleepFor(delay);  // load balancers see NOT_SERVING; we still serve
   if (server_ != nullptr) {
-    grpc::HealthCheckServiceInterface* health =
-        server_->GetHealthCheckService();
-    if (health != nullptr) health->SetServingStatus(false);
-    // Refuses new calls, waits for in-flight ones (their tasks still run on
-    // the batcher) until the deadline, then cancels the rest.
-    server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+    // Why not grpc::Server::Shutdown at once: it cancels (CANCELLED, an
+    // RST_STREAM) every call that reached the server and was not yet matched
+    // to a handler, and every call whose headers arrive before the client
+    // has read the GOAWAY. So first park new calls, let accepted ones finish
+    // and wait for a quiet moment: closed-loop clients then all wait on a
+    // parked call and send nothing while GOAWAY goes out.
+    service_->StopAccepting();
+    service_->WaitForAcceptedCalls(deadline, absl::Milliseconds(100));
+    std::thread shutdown([this, deadline] {
+      // Sends GOAWAY, closes the listener, waits for the parked calls.
+      server_->Shutdown(absl::ToChronoTime(deadline));
+    });
+    // GOAWAY is queued ahead of the parked calls' UNAVAILABLE, so a client
+    // reads it first and never reuses this connection.
+    absl::SleepFor(std::min(absl::Milliseconds(200), deadline - absl::Now()));
+    service_->RejectParked();
+    shutdown.join();
     server_->Wait();
   }
   if (batcher_ != nullptr) batcher_->Shutdown();

@@ -20,7 +20,10 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/api/attention_service.h"
+#include "server/api/health_status.h"
+#include "server/api/model_service.h"
 #include "server/api/server_credentials.h"
+#include "server/lifecycle_events.h"
 #include "server/models/model_lifecycle.h"
 #include "server/models/model_repository.h"
 #include "server/observability/metrics.h"
@@ -75,6 +78,26 @@ struct ServerOptions {
   // A model that fails to load at start-up fails Start()
   // (--exit_on_load_error). Default: true.
   bool exit_on_load_error = true;
+  // Registers attn.v1.ModelService (admin RPCs; --enable_model_control).
+  // REQUIRES: model_repository set. Default: false.
+  bool enable_model_control = false;
+  // Connections older than this get a GOAWAY (clients reconnect, so new
+  // replicas receive traffic); 0 = never. Default: 0 (gRPC's default;
+  // attn_server's flag too). REQUIRES: >= 0.
+  int max_connection_age_s = 0;
+  // After that GOAWAY, how long the connection's calls may still run
+  // before it is closed. Default: 30. REQUIRES: >= 0.
+  int max_connection_age_grace_s = 30;
+  // The server pings an idle connection after this, and closes it when the
+  // ping is not answered within keepalive_timeout_s (dead peers are
+  // noticed). Default: 60 / 20. REQUIRES: >= 1.
+  int keepalive_time_s = 60;
+  int keepalive_timeout_s = 20;
+  // Keepalive enforcement: client pings closer together than this get the
+  // connection closed (GOAWAY too_many_pings). Default: 10. REQUIRES: >= 0.
+  int keepalive_min_client_ping_interval_s = 10;
+  // Whether clients may ping while they have no call open. Default: true.
+  bool keepalive_permit_without_calls = true;
 };
 
 // A running server. Thread-safe: Shutdown() may be called from any thread,
@@ -121,8 +144,22 @@ class AttentionServer {
   // Graceful shutdown: health turns NOT_SERVING, new calls are refused,
   // in-flight calls may finish until `grace` has passed (then they are
   // cancelled), then the batcher drains and its thread is joined. Blocks
-  // until done. Idempotent.
+  // until done. Idempotent. Same as Drain(absl::ZeroDuration(), grace).
   void Shutdown(absl::Duration grace);
+
+  // The zero-loss drain (docs/ARCHITECTURE.md, "Drain"):
+  //   1. every health name turns NOT_SERVING; serving goes on for `delay`;
+  //   2. new calls are parked; open streams finish the requests they read;
+  //      calls accepted before wait until done (up to `timeout`);
+  //   3. grpc::Server::Shutdown sends GOAWAY and closes the listener; then
+  //      the parked calls get UNAVAILABLE; the batcher stops.
+  // Clients see OK, or UNAVAILABLE for calls that arrived after step 2.
+  // Blocks until done. Idempotent.
+  void Drain(absl::Duration delay, absl::Duration timeout);
+
+  // The health names (liveness, readiness, per model). Never null after
+  // Start(); see server/api/health_status.h.
+  HealthStatus* health() const { return health_.get(); }
 
   // Implementation details follow. API users need not read.
  private:
@@ -135,12 +172,16 @@ class AttentionServer {
   // the metrics endpoint, then the metrics the batcher reports to.
   std::unique_ptr<ServerMetrics> metrics_;  // null when metrics are off
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
-  // Reports to metrics_; stopped in Shutdown() before the batcher.
+  // Metrics and per-model health of the lifecycle's versions.
+  std::unique_ptr<LifecycleEvents> lifecycle_events_;
+  // Reports to lifecycle_events_; stopped in Shutdown() before the batcher.
   std::unique_ptr<ModelLifecycle> lifecycle_;
   std::unique_ptr<InflightBudget> budget_;
   std::unique_ptr<Batcher> batcher_;
   std::unique_ptr<AttentionServiceImpl> service_;
+  std::unique_ptr<ModelServiceImpl> model_service_;  // null unless enabled
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<HealthStatus> health_;  // uses server_'s health service
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
@@ -148,6 +189,7 @@ class AttentionServer {
 
 // The service name the health service reports (besides "").
 inline constexpr char kAttentionServiceName[] = "attn.v1.AttentionService";
+static_assert(sizeof(kAttentionServiceName) == sizeof(kReadinessName));
 
 }  // namespace attn::server
 

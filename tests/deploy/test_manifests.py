@@ -161,9 +161,10 @@ class KubernetesTest(unittest.TestCase):
         self.assertGreaterEqual(startup["periodSeconds"] * startup["failureThreshold"], 120)
 
     def test_grace_period_covers_drain(self):
-        # Server defaults until the drain flags land: --drain_delay_s 0, --shutdown_timeout_s 30.
-        needed = int(self.flags.get("drain_delay_s", 0)) + int(self.flags.get("shutdown_timeout_s", 30))
+        needed = int(self.flags["drain_delay_s"]) + int(self.flags["shutdown_timeout_s"])
         self.assertGreater(self.pod["terminationGracePeriodSeconds"], needed)
+        self.assertIn("grpc_max_connection_age_s", self.flags)
+        self.assertIn("grpc_max_connection_age_grace_s", self.flags)
 
     def test_non_root_and_model_volume(self):
         self.assertEqual(self.pod["securityContext"]["runAsUser"], 10001)
