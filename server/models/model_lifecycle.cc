@@ -87,10 +87,7 @@ absl::StatusOr<std::unique_ptr<ModelLifecycle>> ModelLifecycle::Start(
     absl::MutexLock scan_lock(&lc->scan_mu_);
     absl::MutexLock lock(&lc->mu_);
     problems = lc->ApplyScanLocked(*scan, /*startup=*/true);
-    auto idle = [self = lc.get()]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-      return !self->AnyLoadingLocked("");
-    };
-    lc->mu_.Await(absl::Condition(&idle));
+    lc->WaitForLoadsLocked("");
     for (const auto& [name, entry] : lc->models_) {
       bool ready = false;
       for (const auto& [v, ve] : entry.versions) ready |= ve.served != nullptr;

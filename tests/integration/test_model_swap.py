@@ -322,6 +322,13 @@ class SwapUnderLoadTest(unittest.TestCase):
         self.assertEqual(mismatches, [])
         self.assertGreater(count, 100)
         self.assertLessEqual(copy_to_first_new, SWITCH_BOUND_S)
+        with open(f"/proc/{pid}/maps") as f:
+            sanitized = "libasan" in f.read()
+        if sanitized:
+            # ASan's allocator quarantines freed memory (RSS does not drop)
+            # and slows compute unevenly: the figures are printed, not judged.
+            print("AddressSanitizer build: RSS and p99 figures not asserted")
+            return
         # The freed version's memory went back to the system.
         self.assertLess(rss_after, rss_during - memory / 2)
         # Loads and warm-ups do not slow the other model beyond 2x its p99.
