@@ -68,6 +68,11 @@ ABSL_FLAG(bool, enable_model_control, false,
           "ReloadRepository, ModelStatus). With --auth_token_file its calls "
           "need a bearer token. Needs --model_repository.");
 
+ABSL_FLAG(int, executor_nice, 5,
+          "Nice increment of the compute threads (0-19): when the CPU is "
+          "saturated, gRPC's threads run first, so health probes and "
+          "rejections of excess requests stay fast. 0 = same priority.");
+
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of the server; with --tls_key turns on TLS "
           "for the gRPC port.");
@@ -266,6 +271,7 @@ int Run() {
   options.port = port;
   options.metrics_port = metrics_port;
   options.threads = threads;
+  options.executor_nice = absl::GetFlag(FLAGS_executor_nice);
   options.max_inflight_bytes = absl::GetFlag(FLAGS_max_inflight_bytes);
   if (options.max_inflight_bytes < 0) {
     std::cerr << "attn_server: --max_inflight_bytes is "

@@ -11,6 +11,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
+#include "server/serving/thread_priority.h"
 #include "server/serving/warmup.h"
 
 namespace attn::server {
@@ -73,6 +74,11 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
         absl::StrCat("max_message_bytes is ", options.max_message_bytes,
                      "; expected 1 to ", std::numeric_limits<int32_t>::max()));
   }
+  if (options.executor_nice < 0 || options.executor_nice > 19) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("executor_nice is ", options.executor_nice,
+                     "; expected 0 (same priority) to 19"));
+  }
   if (options.threads < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("threads is ", options.threads,
@@ -124,6 +130,12 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     lifecycle.poll_interval = options.repository_poll;
     lifecycle.exit_on_load_error = options.exit_on_load_error;
     lifecycle.prepare = warm_up;
+    // Loads (and their warm-up's OpenMP team) run below the executor.
+    const int load_nice = std::min(19, options.executor_nice + 5);
+    lifecycle.load_thread_init = [load_nice] {
+      const int raise = load_nice - CurrentThreadNice();
+      if (raise > 0) (void)LowerCurrentThreadPriority(raise);
+    };
     server->lifecycle_events_ =
         std::make_unique<LifecycleEvents>(server->metrics_.get());
     lifecycle.observer = server->lifecycle_events_.get();
@@ -139,6 +151,7 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   }
   Batcher::Options batcher_options;
   batcher_options.threads = threads;
+  batcher_options.executor_nice = options.executor_nice;
   batcher_options.clock = options.clock;
   batcher_options.observer = server->metrics_.get();
   server->batcher_ = std::make_unique<Batcher>(batcher_options);

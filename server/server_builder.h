@@ -44,6 +44,11 @@ struct ServerOptions {
   // OpenMP threads per kernel call (the executor is one thread). 0 means
   // std::thread::hardware_concurrency(). Default: 0.
   int threads = 0;
+  // Nice increment of the compute threads (executor and its OpenMP team):
+  // under saturation gRPC's threads run first, so health probes and
+  // rejections stay fast. 0 = same priority as the rest. attn_server's flag
+  // defaults to 5. Default: 0. REQUIRES: 0 <= executor_nice <= 19.
+  int executor_nice = 0;
   // Largest request and response message, bytes. Larger requests are
   // RESOURCE_EXHAUSTED (by gRPC); responses that would be larger are
   // INVALID_ARGUMENT before compute. Default: 256 MiB (a [8, 8192, 1024]

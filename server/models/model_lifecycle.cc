@@ -1,10 +1,7 @@
 #include "server/models/model_lifecycle.h"
 
 #include <malloc.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <iostream>
@@ -18,14 +15,6 @@ namespace {
 
 // How often freed versions are looked for while some are unloading.
 constexpr absl::Duration kReapInterval = absl::Milliseconds(20);
-
-// Load threads run at a lower priority than serving (nice +10), so that a
-// load or warm-up competes less with the executor for the cores. The
-// OpenMP team of a warm-up inherits it.
-void LowerThreadPriority() {
-  const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
-  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 10);
-}
 
 std::string Label(const std::string& name, int64_t version) {
   return absl::StrCat("model '", name, "' version ", version);
@@ -330,7 +319,7 @@ void ModelLifecycle::WaitForLoadsLocked(const std::string& name) {
 }
 
 void ModelLifecycle::LoadLoop() {
-  LowerThreadPriority();
+  if (options_.load_thread_init) options_.load_thread_init();
   while (true) {
     LoadJob job;
     {

@@ -103,6 +103,10 @@ class ModelLifecycle {
     // published (attn_server: the warm-up). An error refuses the version.
     // Default: none.
     std::function<absl::Status(const Model&)> prepare;
+    // Runs first on every load thread (attn_server: lowers its priority
+    // below the executor's, so loads yield the cores to serving). Default:
+    // none.
+    std::function<void()> load_thread_init;
     // Not owned; must outlive the lifecycle. Default: nothing reported.
     LifecycleObserver* observer = nullptr;
     // One line per event, without a trailing newline. Default: stderr with

@@ -1,11 +1,13 @@
 #include "server/serving/batcher.h"
 
 #include <algorithm>
+#include <iostream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/serving/thread_priority.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -54,6 +56,7 @@ absl::Status DropStatus(const BatchTask& task, absl::Time enqueued,
 
 Batcher::Batcher(const Options& options)
     : threads_(std::max(1, options.threads)),
+      executor_nice_(options.executor_nice),
       clock_(options.clock != nullptr ? options.clock : Clock::Real()),
       observer_(options.observer) {
   thread_ = std::thread([this] { ExecutorLoop(); });
@@ -202,6 +205,14 @@ void Batcher::WaitToFillLocked(ModelQueue* queue, Batch* batch) {
 }
 
 void Batcher::ExecutorLoop() {
+  if (executor_nice_ > 0) {
+    // Before the OpenMP team exists, so that its threads inherit the value.
+    const absl::Status lowered = LowerCurrentThreadPriority(executor_nice_);
+    if (!lowered.ok()) {
+      std::cerr << absl::StrCat("attn_server: executor priority unchanged: ",
+                                lowered.message(), "\n");
+    }
+  }
 #ifdef _OPENMP
   // Every oneDNN primitive is created and executed on this thread, so this
   // is the thread count each kernel call uses.

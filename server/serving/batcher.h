@@ -101,6 +101,10 @@ class Batcher {
     // OpenMP threads for each kernel call, set on the executor thread before
     // any primitive is created. Default: 1. REQUIRES: >= 1.
     int threads = 1;
+    // Nice increment of the executor thread and its OpenMP team (compute
+    // yields the CPU to gRPC's threads under saturation, see
+    // thread_priority.h); 0 = same priority. Default: 0. REQUIRES: 0..19.
+    int executor_nice = 0;
     // Time source for queue timing and deadlines. Not owned; must outlive
     // the Batcher. Default (nullptr): Clock::Real().
     Clock* clock = nullptr;
@@ -184,6 +188,7 @@ class Batcher {
   void Drop(Entry& entry, absl::Status status, absl::Time now);
 
   const int threads_;
+  const int executor_nice_;
   Clock* const clock_;
   BatchObserver* const observer_;  // may be null
 
