@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -284,6 +285,39 @@ TEST_F(LifecycleTest, ExplicitUnloadAndLoad) {
                      root_.Join("link/1/model.safetensors"));
   EXPECT_EQ((*lc)->LoadModel("link").code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(LifecycleTest, SeveralLoadThreadsLoadEveryModel) {
+  for (const char* name : {"a", "b", "c", "d"}) {
+    WriteConfig(root_.path(), name,
+                R"({"num_heads": 2, "version_policy": {"all": true}})");
+    WriteVersion(root_.path(), name, 1, Checkpoint(1));
+    WriteVersion(root_.path(), name, 2, Checkpoint(2));
+  }
+  ModelLifecycle::Options o;
+  o.root = root_.path();
+  o.load_threads = 3;
+  absl::Mutex mu;
+  int concurrent = 0, most = 0;
+  o.prepare = [&](const Model&) {
+    {
+      absl::MutexLock l(&mu);
+      most = std::max(most, ++concurrent);
+    }
+    usleep(20000);
+    absl::MutexLock l(&mu);
+    --concurrent;
+    return absl::OkStatus();
+  };
+  o.log = [](const std::string&) {};
+  auto lc = ModelLifecycle::Start(o);
+  ASSERT_TRUE(lc.ok()) << lc.status();
+  EXPECT_EQ((*lc)->repository()->List().size(), 8u);
+  EXPECT_GT(most, 1);  // loads overlapped
+  EXPECT_LE(most, 3);
+  o.load_threads = 0;
+  EXPECT_EQ(ModelLifecycle::Start(o).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(LifecycleTest, PollingPicksUpNewVersions) {
