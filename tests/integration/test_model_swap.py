@@ -198,13 +198,18 @@ class SwapUnderLoadTest(unittest.TestCase):
                 return [v for (when, v) in state["versions"] if when >= t]
 
         def wait_for_version(version, since, bound=SWITCH_BOUND_S):
+            """Waits until answers come from `version`; returns the time from
+            `since` to its first answer."""
             deadline = since + bound
             while time.monotonic() < deadline:
                 seen = newest_since(since)
                 # switched: the last answers all come from `version`
                 if seen and seen[-CLIENTS:] == [version] * len(seen[-CLIENTS:]) \
                         and version in seen:
-                    return
+                    with lock:
+                        first = next(w for (w, v) in state["versions"]
+                                     if w >= since and v == version)
+                    return first - since
                 time.sleep(0.05)
             self.fail(f"answers did not switch to version {version} within {bound}s; "
                       f"recent: {newest_since(since)[-20:]}")
@@ -252,8 +257,9 @@ class SwapUnderLoadTest(unittest.TestCase):
             os.makedirs(os.path.join(self.repo, "swap", "3"))
             with open(os.path.join(self.repo, "swap", "3", "model.safetensors"), "wb") as f:
                 f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
-            good4 = open(os.path.join(self.staging, "swap", "4", "model.safetensors"),
-                         "rb").read()
+            with open(os.path.join(self.staging, "swap", "4", "model.safetensors"),
+                      "rb") as f:
+                good4 = f.read()
             os.makedirs(os.path.join(self.repo, "swap", "4"))
             path4 = os.path.join(self.repo, "swap", "4", "model.safetensors")
             t_written = time.monotonic()
@@ -266,7 +272,7 @@ class SwapUnderLoadTest(unittest.TestCase):
                 self.assertEqual(set(newest_since(t_written)), {2})
                 f.write(good4[7 * chunk:])
             t_complete = time.monotonic()
-            wait_for_version(4, t_complete)
+            complete_to_v4 = wait_for_version(4, t_complete)
             stderr = server.stderr_text()
             self.assertIn(os.path.join(self.repo, "swap", "3", "model.safetensors"), stderr)
             self.assertRegex(stderr, re.escape(path4) + r".*(still being written|truncated|"
@@ -286,7 +292,7 @@ class SwapUnderLoadTest(unittest.TestCase):
             t_rollback = time.monotonic()
             shutil.rmtree(os.path.join(self.repo, "swap", "4"))
             shutil.rmtree(os.path.join(self.repo, "swap", "3"))
-            wait_for_version(2, t_rollback)
+            rollback_to_v2 = wait_for_version(2, t_rollback)
             stderr = server.stderr_text()
             loaded_again = stderr.rfind("loaded model 'swap' version 2")
             unloading_4 = stderr.find("unloading model 'swap' version 4")
@@ -311,6 +317,9 @@ class SwapUnderLoadTest(unittest.TestCase):
         print(f"requests {count}, failures {len(failures)}, wrong answers {len(mismatches)}")
         print(f"copy -> first answer of version 2: {copy_to_first_new:.2f} s "
               f"(poll interval {POLL_S} s)")
+        print(f"version 4's file completed -> first answer of 4: {complete_to_v4:.2f} s "
+              f"(two scans must agree on its size); rollback (rm 4, 3) -> first answer "
+              f"of 2: {rollback_to_v2:.2f} s")
         print(f"RSS before {rss_before / 2**20:.1f} MiB, peak during swap "
               f"{rss_during / 2**20:.1f} MiB, after version 1 freed "
               f"{rss_after / 2**20:.1f} MiB (weights of a version {memory / 2**20:.1f} MiB)")
