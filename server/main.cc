@@ -58,6 +58,22 @@ ABSL_FLAG(int64_t, max_receive_message_bytes, 0,
           "models: a full-length query, key and value in fp32 plus a bool "
           "mask, at least 4 MiB.");
 
+ABSL_FLAG(int, repository_poll_s, 0,
+          "Rescan --model_repository every N seconds: new or changed "
+          "versions load in the background (and serve once warmed up), "
+          "versions the version_policy no longer wants are unloaded. 0 = "
+          "off.");
+ABSL_FLAG(int, model_load_threads, 1,
+          "Threads that load model versions in the background.");
+ABSL_FLAG(bool, exit_on_load_error, true,
+          "Stop at start-up when a model or version fails to load. false: "
+          "log it, leave it FAILED and start without it.");
+
+ABSL_FLAG(bool, enable_model_control, false,
+          "Register attn.v1.ModelService (LoadModel, UnloadModel, "
+          "ReloadRepository, ModelStatus). With --auth_token_file its calls "
+          "need a bearer token. Needs --model_repository.");
+
 ABSL_FLAG(int, executor_nice, 5,
           "Nice increment of the compute threads (0-19): when the CPU is "
           "saturated, gRPC's threads run first, so health probes and "
@@ -214,25 +230,47 @@ int Run() {
   }
 
   const std::string root = absl::GetFlag(FLAGS_model_repository);
-  absl::StatusOr<std::unique_ptr<ModelRepository>> repository =
-      root.empty() ? ModelRepository::CreateDemo()
-                   : ModelRepository::LoadFromDirectory(root);
-  if (!repository.ok()) {
-    std::cerr << "attn_server: failed to load "
-              << (root.empty() ? std::string("the demo model")
-                               : "model repository " + root)
-              << ": " << repository.status() << "\n";
+  const int poll_s = absl::GetFlag(FLAGS_repository_poll_s);
+  const int load_threads = absl::GetFlag(FLAGS_model_load_threads);
+  if (poll_s < 0) {
+    std::cerr << "attn_server: --repository_poll_s is " << poll_s
+              << "; expected 0 (off) or a number of seconds\n";
     return 1;
   }
-  std::shared_ptr<const ModelRepository> models = std::move(*repository);
-  for (const auto& model : models->List()) {
-    std::cerr << "attn_server: loaded model '" << model->name << "' version "
-              << model->version << " (d_model " << model->attention.d_model
-              << ", " << model->attention.num_heads << " heads, "
-              << model->attention.num_kv_heads << " kv heads, "
-              << model->config.compute_dtype << "; "
-              << model->kernel->ImplementationSummary() << ") from "
-              << model->source << "\n";
+  if (load_threads < 1) {
+    std::cerr << "attn_server: --model_load_threads is " << load_threads
+              << "; expected at least 1\n";
+    return 1;
+  }
+  std::shared_ptr<const ModelRepository> models;
+  if (root.empty()) {
+    absl::StatusOr<std::unique_ptr<ModelRepository>> demo =
+        ModelRepository::CreateDemo();
+    if (!demo.ok()) {
+      std::cerr << "attn_server: failed to load the demo model: "
+                << demo.status() << "\n";
+      return 1;
+    }
+    models = std::move(*demo);
+    for (const auto& model : models->List()) {
+      std::cerr << "attn_server: loaded model '" << model->name << "' version "
+                << model->version << " (d_model " << model->attention.d_model
+                << ", " << model->attention.num_heads << " heads; "
+                << model->kernel->ImplementationSummary() << ") from "
+                << model->source << "\n";
+    }
+  } else {
+    options.model_repository = root;
+    options.repository_poll = absl::Seconds(poll_s);
+    options.model_load_threads = load_threads;
+    options.exit_on_load_error = absl::GetFlag(FLAGS_exit_on_load_error);
+  }
+  options.enable_model_control = absl::GetFlag(FLAGS_enable_model_control);
+  if (options.enable_model_control && root.empty()) {
+    std::cerr << "attn_server: --enable_model_control needs "
+                 "--model_repository (the built-in demo model cannot be "
+                 "loaded or unloaded)\n";
+    return 1;
   }
 
   options.host = absl::GetFlag(FLAGS_host);
@@ -279,7 +317,13 @@ int Run() {
   absl::StatusOr<std::unique_ptr<AttentionServer>> server =
       AttentionServer::Start(options, models);
   if (!server.ok()) {
-    std::cerr << "attn_server: " << server.status() << "\n";
+    if (!root.empty() &&
+        server.status().code() != absl::StatusCode::kUnavailable) {
+      std::cerr << "attn_server: failed to load model repository " << root
+                << ": " << server.status() << "\n";
+    } else {
+      std::cerr << "attn_server: " << server.status() << "\n";
+    }
     return 1;
   }
   if ((*server)->metrics_port() != 0) {
@@ -327,7 +371,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serves multi-head attention models over gRPC.\n"
       "  attn_server [--host 0.0.0.0] [--port 50051] [--metrics_port 9090] "
-      "[--model_repository DIR] [--threads N]\n"
+      "[--model_repository DIR [--repository_poll_s N] "
+      "[--model_load_threads N] [--exit_on_load_error=false] "
+      "[--enable_model_control]] [--threads N]\n"
       "  [--tls_cert PEM --tls_key PEM [--tls_client_ca PEM]] "
       "[--auth_token_file FILE]");
   absl::ParseCommandLine(argc, argv);

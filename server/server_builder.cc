@@ -11,6 +11,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
+#include "server/serving/thread_priority.h"
 #include "server/serving/warmup.h"
 
 namespace attn::server {
@@ -31,8 +32,23 @@ std::string ListenAddress(const std::string& host, int port) {
 absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     const ServerOptions& options,
     std::shared_ptr<const ModelRepository> repository) {
-  if (repository == nullptr) {
+  if (repository == nullptr && options.model_repository.empty()) {
     return absl::InvalidArgumentError("AttentionServer: no model repository");
+  }
+  if (options.model_load_threads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("model_load_threads is ",
+                                                   options.model_load_threads,
+                                                   "; expected at least 1"));
+  }
+  if (options.enable_model_control && options.model_repository.empty()) {
+    return absl::InvalidArgumentError(
+        "model control (--enable_model_control) needs a model repository "
+        "(--model_repository): the built-in demo model cannot be loaded or "
+        "unloaded");
+  }
+  if (options.repository_poll < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "repository_poll is negative; expected 0 (off) or a period");
   }
   if (options.port < 0 || options.port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -87,26 +103,57 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
 
   std::unique_ptr<AttentionServer> server(new AttentionServer());
   server->host_ = options.host;
-  server->repository_ = std::move(repository);
+  if (options.model_repository.empty()) {
+    server->repository_ = std::move(repository);
+  }
   if (options.metrics_port != 0) {
-    server->metrics_ =
-        std::make_unique<ServerMetrics>(server->repository_->List());
+    server->metrics_ = std::make_unique<ServerMetrics>(
+        server->repository_ != nullptr ? server->repository_->List()
+                                       : std::vector<ModelHandle>{});
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
         MetricsEndpoint::Start(options.host, options.metrics_port,
                                server->metrics_->registry());
     if (!endpoint.ok()) return endpoint.status();
     server->metrics_endpoint_ = std::move(*endpoint);
   }
-  // Every model warms up before the server listens, so it is ready (health
-  // SERVING) only once its first requests cost what later ones do.
-  for (const auto& model : server->repository_->List()) {
-    absl::StatusOr<absl::Duration> took = WarmUp(*model, threads);
+  // Every version warms up before it serves (and the server listens only
+  // once the start-up versions have), so it is ready (health SERVING) only
+  // once its first requests cost what later ones do.
+  auto warm_up = [threads](const Model& model) -> absl::Status {
+    absl::StatusOr<absl::Duration> took = WarmUp(model, threads);
     if (!took.ok()) return took.status();
-    if (!model->config.warmup.empty()) {
-      std::cerr << absl::StrCat("attn_server: warmed up model '", model->name,
-                                "' version ", model->version, " with ",
-                                model->config.warmup.size(), " shape(s) in ",
+    if (!model.config.warmup.empty()) {
+      std::cerr << absl::StrCat("attn_server: warmed up model '", model.name,
+                                "' version ", model.version, " with ",
+                                model.config.warmup.size(), " shape(s) in ",
                                 absl::ToInt64Milliseconds(*took), " ms\n");
+    }
+    return absl::OkStatus();
+  };
+  if (!options.model_repository.empty()) {
+    ModelLifecycle::Options lifecycle;
+    lifecycle.root = options.model_repository;
+    lifecycle.load_threads = options.model_load_threads;
+    lifecycle.poll_interval = options.repository_poll;
+    lifecycle.exit_on_load_error = options.exit_on_load_error;
+    lifecycle.prepare = warm_up;
+    // Loads (and their warm-up's OpenMP team) run below the executor.
+    const int load_nice = std::min(19, options.executor_nice + 5);
+    lifecycle.load_thread_init = [load_nice] {
+      const int raise = load_nice - CurrentThreadNice();
+      if (raise > 0) (void)LowerCurrentThreadPriority(raise);
+    };
+    server->lifecycle_events_ =
+        std::make_unique<LifecycleEvents>(server->metrics_.get());
+    lifecycle.observer = server->lifecycle_events_.get();
+    absl::StatusOr<std::unique_ptr<ModelLifecycle>> started =
+        ModelLifecycle::Start(lifecycle);
+    if (!started.ok()) return started.status();
+    server->lifecycle_ = *std::move(started);
+    server->repository_ = server->lifecycle_->repository();
+  } else {
+    for (const auto& model : server->repository_->List()) {
+      if (absl::Status s = warm_up(*model); !s.ok()) return s;
     }
   }
   Batcher::Options batcher_options;
@@ -160,6 +207,11 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              kMaxConcurrentStreamsPerConnection);
   builder.RegisterService(server->service_.get());
+  if (options.enable_model_control) {
+    server->model_service_ =
+        std::make_unique<ModelServiceImpl>(server->lifecycle_.get());
+    builder.RegisterService(server->model_service_.get());
+  }
   if (options.max_connection_age_s > 0) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
                                options.max_connection_age_s * 1000);
@@ -185,9 +237,15 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   server->port_ = bound_port;
   server->health_ =
       std::make_unique<HealthStatus>(server->server_->GetHealthCheckService());
-  // Every model is loaded before Start(): all are ready now.
-  for (const auto& model : server->repository_->List()) {
-    server->health_->SetModelReady(model->name, true);
+  // Every start-up model is loaded (and warmed up) before Start() returns:
+  // all are ready now. Readiness stays SERVING from here on until a drain:
+  // a reload or unload of one model changes only that model's name.
+  if (server->lifecycle_events_ != nullptr) {
+    server->lifecycle_events_->AttachHealth(server->health_.get());
+  } else {
+    for (const auto& model : server->repository_->List()) {
+      server->health_->SetModelReady(model->name, true);
+    }
   }
   server->health_->SetReady(true);
   return server;
@@ -203,6 +261,7 @@ void AttentionServer::Drain(absl::Duration delay, absl::Duration timeout) {
   absl::MutexLock lock(&shutdown_mu_);
   if (shut_down_) return;
   shut_down_ = true;
+  if (lifecycle_ != nullptr) lifecycle_->Stop();  // no loads from here on
   const absl::Time deadline = absl::Now() + delay + timeout;
   if (metrics_ != nullptr) metrics_->SetModelsReady(false);
   if (health_ != nullptr) health_->BeginDrain();

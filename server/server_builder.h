@@ -21,7 +21,10 @@
 #include "grpcpp/grpcpp.h"
 #include "server/api/attention_service.h"
 #include "server/api/health_status.h"
+#include "server/api/model_service.h"
 #include "server/api/server_credentials.h"
+#include "server/lifecycle_events.h"
+#include "server/models/model_lifecycle.h"
 #include "server/models/model_repository.h"
 #include "server/observability/metrics.h"
 #include "server/observability/metrics_endpoint.h"
@@ -71,6 +74,22 @@ struct ServerOptions {
   // TLS, mutual TLS and bearer tokens of the gRPC port (see
   // server/api/server_credentials.h). Default: plaintext, no tokens.
   ServerSecurity security;
+
+  // Model repository directory, served through a ModelLifecycle (version
+  // policy; versions loaded, warmed up, reloaded and unloaded at run time).
+  // Empty: the repository given to Start() is served as is. Default: "".
+  std::string model_repository;
+  // Rescan period of model_repository (--repository_poll_s); zero: never.
+  // Default: zero.
+  absl::Duration repository_poll = absl::ZeroDuration();
+  // Background load threads (--model_load_threads). Default: 1.
+  int model_load_threads = 1;
+  // A model that fails to load at start-up fails Start()
+  // (--exit_on_load_error). Default: true.
+  bool exit_on_load_error = true;
+  // Registers attn.v1.ModelService (admin RPCs; --enable_model_control).
+  // REQUIRES: model_repository set. Default: false.
+  bool enable_model_control = false;
   // Connections older than this get a GOAWAY (clients reconnect, so new
   // replicas receive traffic); 0 = never. Default: 0 (gRPC's default;
   // attn_server's flag too). REQUIRES: >= 0.
@@ -94,9 +113,12 @@ struct ServerOptions {
 // more than once.
 class AttentionServer {
  public:
-  // Builds and starts the server. Errors: INVALID_ARGUMENT for bad options;
-  // UNAVAILABLE if the address cannot be bound (message names it).
-  // REQUIRES: repository != nullptr.
+  // Builds and starts the server. Errors: INVALID_ARGUMENT for bad options
+  // or (options.model_repository) a model refused at start-up; NOT_FOUND
+  // for a missing repository; UNAVAILABLE if the address cannot be bound
+  // (message names it).
+  // REQUIRES: repository != nullptr unless options.model_repository is set
+  // (then `repository` is ignored).
   static absl::StatusOr<std::unique_ptr<AttentionServer>> Start(
       const ServerOptions& options,
       std::shared_ptr<const ModelRepository> repository);
@@ -118,6 +140,9 @@ class AttentionServer {
   }
   // The metrics being recorded; null when metrics are off.
   ServerMetrics* metrics() const { return metrics_.get(); }
+
+  // The model lifecycle; null when the server was given a fixed repository.
+  ModelLifecycle* lifecycle() const { return lifecycle_.get(); }
 
   // The in-flight byte budget (its limit and current use).
   const InflightBudget& budget() const { return *budget_; }
@@ -163,11 +188,16 @@ class AttentionServer {
   // the metrics endpoint, then the metrics the batcher reports to.
   std::unique_ptr<ServerMetrics> metrics_;  // null when metrics are off
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
+  // Metrics and per-model health of the lifecycle's versions.
+  std::unique_ptr<LifecycleEvents> lifecycle_events_;
+  // Reports to lifecycle_events_; stopped in Shutdown() before the batcher.
+  std::unique_ptr<ModelLifecycle> lifecycle_;
   std::unique_ptr<InflightBudget> budget_;
   int64_t receive_limit_ = 0;
   std::string receive_limit_source_;
   std::unique_ptr<Batcher> batcher_;
   std::unique_ptr<AttentionServiceImpl> service_;
+  std::unique_ptr<ModelServiceImpl> model_service_;  // null unless enabled
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HealthStatus> health_;  // uses server_'s health service
 
