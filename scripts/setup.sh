@@ -27,6 +27,7 @@ TEST_PKGS=(
   prometheus  # prometheus + promtool for the metrics tests (tests/metrics)
   openssl  # generates the test PKI of the TLS/mTLS tests (tests/integration)
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/ci/fuzz.sh)
+  libtsan2  # GCC's ThreadSanitizer runtime (scripts/ci/tsan.sh)
 )
 
 CONTAINER_PKGS=(
