@@ -74,7 +74,7 @@ ABSL_FLAG(bool, enable_model_control, false,
           "ReloadRepository, ModelStatus). With --auth_token_file its calls "
           "need a bearer token. Needs --model_repository.");
 
-ABSL_FLAG(int, executor_nice, 5,
+ABSL_FLAG(int, executor_nice, 0,
           "Nice increment of the compute threads (0-19): when the CPU is "
           "saturated, gRPC's threads run first, so health probes and "
           "rejections of excess requests stay fast. 0 = same priority.");

@@ -47,7 +47,7 @@ struct ServerOptions {
   // Nice increment of the compute threads (executor and its OpenMP team):
   // under saturation gRPC's threads run first, so health probes and
   // rejections stay fast. 0 = same priority as the rest. attn_server's flag
-  // defaults to 5. Default: 0. REQUIRES: 0 <= executor_nice <= 19.
+  // defaults to 0 too. Default: 0. REQUIRES: 0 <= executor_nice <= 19.
   int executor_nice = 0;
   // Largest response message, bytes: responses that would be larger are
   // INVALID_ARGUMENT before compute. Default: 256 MiB (a [8, 8192, 1024]
