@@ -33,14 +33,6 @@ BUDGET = 40 * MIB           # two burst requests at once
 CALL_TIMEOUT_S = 120
 
 
-def vm_hwm_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc status")
-
-
 class MemoryBudgetTest(unittest.TestCase):
 
     @classmethod
@@ -142,7 +134,7 @@ class MemoryBudgetTest(unittest.TestCase):
             np.testing.assert_allclose(out, self.reference(big), rtol=1e-4, atol=1e-4)
 
         weights_bytes = 4 * (4 * D_MODEL * D_MODEL + 4 * D_MODEL)
-        hwm = vm_hwm_bytes(self.server.proc.pid)
+        hwm = h.proc_status_bytes(self.server.proc.pid, "VmHWM")
         bound = BUDGET + weights_bytes + 512 * MIB
         print(f"peak RSS {hwm / MIB:.0f} MiB, bound {bound / MIB:.0f} MiB")
         self.assertLess(hwm, bound)

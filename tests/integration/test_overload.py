@@ -45,14 +45,6 @@ SATURATION_S = 3
 OVERLOAD_S = 10
 
 
-def vm_rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc status")
-
-
 def loadgen(target, tmp, name, *args):
     out = os.path.join(tmp, name + ".json")
     r = subprocess.run([LOADGEN, f"--target={target}", "--model=wide", f"--seq={SEQ}",
@@ -85,7 +77,7 @@ class OverloadTest(unittest.TestCase):
 
     def overload(self, server, target, tmp, mha):
         pid = server.proc.pid
-        rss_idle = vm_rss_bytes(pid)
+        rss_idle = h.proc_status_bytes(pid, "VmRSS")
         sat = loadgen(target, tmp, "saturation", "--concurrency=16",
                       "--warmup=1s", f"--duration={SATURATION_S}s")
         self.assertEqual(sat["errors"], 0, sat["status_counts"])
@@ -111,7 +103,7 @@ class OverloadTest(unittest.TestCase):
                         health_errors.append(str(r.status))
                 except grpc.RpcError as e:
                     health_errors.append(repr(e))
-                rss.append(vm_rss_bytes(pid))
+                rss.append(h.proc_status_bytes(pid, "VmRSS"))
                 stop.wait(0.05)
             channel.close()
 
