@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/thread_warmup.h"
 #include "server/serving/thread_priority.h"
 
 #ifdef _OPENMP
@@ -223,6 +224,13 @@ void Batcher::ExecutorLoop() {
 #pragma omp parallel
   {}
 #endif
+  // And this thread's first-use costs in oneDNN: a model warmed up on its
+  // load thread still paid 3-4x on its first call here without this.
+  const absl::Status warmed = kernels::WarmUpCallingThread();
+  if (!warmed.ok()) {
+    std::cerr << absl::StrCat("attn_server: executor thread warm-up failed: ",
+                              warmed.message(), "\n");
+  }
   bool after_batch = false;  // the previous iteration ran a batch
   for (;;) {
     Batch batch;
