@@ -52,7 +52,8 @@ mapfile -t wraps < <(nm "$shim" | sed -n 's/^[0-9a-f]* T __wrap_/-Wl,--wrap=/p')
 step "configure + build service_tests kernel_tests in $BUILD_DIR"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS="$SAN" \
-  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread ${wraps[*]} $shim" >/dev/null
+  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" \
+  -DATTN_EXTRA_LINK_OPTIONS="$(IFS=';'; echo "${wraps[*]};$shim")" >/dev/null
 cmake --build "$BUILD_DIR" -j "${ATTN_JOBS:-$(nproc)}" \
   --target service_tests kernel_tests
 

@@ -107,7 +107,10 @@ void ModelLifecycle::Stop() {
     stopping_ = true;
     for (const LoadJob& job : jobs_) {
       auto it = models_.find(job.name);
-      if (it != models_.end()) it->second.versions[job.version].loading = false;
+      if (it != models_.end()) {
+        SetLoadingLocked(job.name, job.version,
+                         it->second.versions[job.version], false);
+      }
     }
     jobs_.clear();
     load_cv_.SignalAll();
@@ -228,7 +231,7 @@ void ModelLifecycle::PlanLocked(const std::string& name, ModelEntry* e) {
       continue;  // up to date
     }
     if (ve.failed_file == file && ve.failed_config == e->config_text) continue;
-    ve.loading = true;
+    SetLoadingLocked(name, version, ve, true);
     LoadJob job;
     job.name = name;
     job.version = version;
@@ -314,6 +317,12 @@ bool ModelLifecycle::AnyLoadingLocked(const std::string& name) const {
   return false;
 }
 
+void ModelLifecycle::SetLoadingLocked(const std::string& name, int64_t version,
+                                      VersionEntry& ve, bool loading) {
+  ve.loading = loading;
+  repository_->SetLoading(name, version, loading);
+}
+
 void ModelLifecycle::WaitForLoadsLocked(const std::string& name) {
   while (!stopping_ && AnyLoadingLocked(name)) done_cv_.Wait(&mu_);
 }
@@ -363,7 +372,7 @@ void ModelLifecycle::RunLoad(const LoadJob& job) {
   if (it == models_.end()) return;  // unreachable: entries with loads stay
   ModelEntry& e = it->second;
   VersionEntry& ve = e.versions[job.version];
-  ve.loading = false;
+  SetLoadingLocked(job.name, job.version, ve, false);
   done_cv_.SignalAll();
   if (stopping_ || job.generation != e.generation) {
     if (model.ok()) discard = *model;

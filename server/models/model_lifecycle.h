@@ -234,6 +234,11 @@ class ModelLifecycle {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AnyLoadingLocked(const std::string& name) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets `ve.loading` and tells the repository (requests for a version
+  // that is loading get UNAVAILABLE, not NOT_FOUND).
+  void SetLoadingLocked(const std::string& name, int64_t version,
+                        VersionEntry& ve, bool loading)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WaitForLoadsLocked(const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops freed versions from `retiring`; true if any was freed.

@@ -81,10 +81,15 @@ absl::Status ModelLifecycle::UnloadModel(const std::string& name) {
   jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(),
                              [&](const LoadJob& job) {
                                if (job.name != name) return false;
-                               e.versions[job.version].loading = false;
+                               SetLoadingLocked(name, job.version,
+                                                e.versions[job.version], false);
                                return true;
                              }),
               jobs_.end());
+  // A load still running is dropped when it finishes; meanwhile requests
+  // get NOT_FOUND (unloaded), not UNAVAILABLE (loading).
+  for (const auto& [v, ve] : e.versions)
+    repository_->SetLoading(name, v, false);
   std::vector<int64_t> served;
   for (const auto& [v, ve] : e.versions) {
     if (ve.served) served.push_back(v);

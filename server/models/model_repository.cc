@@ -119,6 +119,22 @@ absl::StatusOr<ModelHandle> ModelRepository::Get(const std::string& name,
                                                  int64_t version) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = models_.find(name);
+  const bool ready =
+      it != models_.end() &&
+      (version == 0 ? !it->second.empty() : it->second.count(version) != 0);
+  if (!ready) {
+    auto l = loading_.find(name);
+    if (l != loading_.end() &&
+        (version == 0 || l->second.count(version) != 0)) {
+      return absl::UnavailableError(absl::StrCat(
+          "model '", name, "' ",
+          version == 0 ? std::string("is loading")
+                       : absl::StrCat("version ", version, " is loading"),
+          " and not ready yet; retry (its health name "
+          "'attn.v1.AttentionService/",
+          name, "' turns SERVING when it is ready)"));
+    }
+  }
   if (it == models_.end() || it->second.empty()) {
     std::vector<std::string> names;
     for (const auto& [n, versions] : models_) {
@@ -156,6 +172,19 @@ ModelHandle ModelRepository::Publish(ModelHandle model) {
   ModelHandle previous = std::move(slot);
   slot = std::move(model);
   return previous;
+}
+
+void ModelRepository::SetLoading(const std::string& name, int64_t version,
+                                 bool loading) {
+  absl::MutexLock lock(&mu_);
+  if (loading) {
+    loading_[name].insert(version);
+    return;
+  }
+  auto it = loading_.find(name);
+  if (it == loading_.end()) return;
+  it->second.erase(version);
+  if (it->second.empty()) loading_.erase(it);
 }
 
 ModelHandle ModelRepository::Remove(const std::string& name, int64_t version) {

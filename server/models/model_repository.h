@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -70,7 +71,9 @@ class ModelRepository {
   // Builds a repository from already loaded models (tests, demo).
   explicit ModelRepository(std::vector<ModelHandle> models);
 
-  // `version` 0 means the newest ready version. Errors: NOT_FOUND naming
+  // `version` 0 means the newest ready version. Errors: UNAVAILABLE when
+  // no ready version matches but a matching one is loading (retry; its
+  // health name turns SERVING when it is ready); otherwise NOT_FOUND naming
   // the model (and the versions that exist, when only the version is
   // wrong).
   absl::StatusOr<ModelHandle> Get(const std::string& name,
@@ -87,10 +90,15 @@ class ModelRepository {
   // (null if absent). Requests that already hold the handle finish on it.
   ModelHandle Remove(const std::string& name, int64_t version);
 
+  // Marks (name, version) as loading or not (ModelLifecycle keeps this in
+  // step with its loads), for Get's UNAVAILABLE answer.
+  void SetLoading(const std::string& name, int64_t version, bool loading);
+
  private:
   mutable absl::Mutex mu_;
   std::map<std::string, std::map<int64_t, ModelHandle>> models_
       ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::set<int64_t>> loading_ ABSL_GUARDED_BY(mu_);
 };
 
 // Loads one model version from a directory holding config.json's parsed

@@ -149,6 +149,39 @@ TEST(ModelRepository, PublishAndRemoveAtRunTime) {
   EXPECT_TRUE(routes.List().empty());
 }
 
+TEST(ModelRepository, LoadingVersionsAreUnavailableNotMissing) {
+  testing::TempDir root;
+  WriteModel(root.path(), "m",
+             R"({"num_heads": 2, "version_policy": {"all": true}})",
+             {"1", "2"});
+  auto loaded = ModelRepository::LoadFromDirectory(root.path());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ModelRepository routes;
+  routes.SetLoading("m", 1, true);
+  absl::StatusOr<ModelHandle> got = routes.Get("m", 0);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(got.status().message()),
+              HasSubstr("model 'm' is loading"));
+  EXPECT_THAT(std::string(got.status().message()),
+              HasSubstr("attn.v1.AttentionService/m"));
+  EXPECT_EQ(routes.Get("m", 1).status().code(), absl::StatusCode::kUnavailable);
+  // Another version, or another model, is not loading: NOT_FOUND.
+  EXPECT_EQ(routes.Get("m", 2).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(routes.Get("other", 0).status().code(),
+            absl::StatusCode::kNotFound);
+  // Version 1 ready, version 2 loading: version 0 gets the ready one.
+  routes.Publish(*(*loaded)->Get("m", 1));
+  routes.SetLoading("m", 1, false);
+  routes.SetLoading("m", 2, true);
+  EXPECT_EQ((*routes.Get("m", 0))->version, 1);
+  got = routes.Get("m", 2);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(got.status().message()),
+              HasSubstr("version 2 is loading"));
+  routes.SetLoading("m", 2, false);
+  EXPECT_EQ(routes.Get("m", 2).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST(ModelRepository, MissingRootIsNotFound) {
   testing::TempDir root;
   auto repo = ModelRepository::LoadFromDirectory(root.Join("nope"));
