@@ -31,6 +31,7 @@
 #include "server/models/model_repository.h"
 #include "server/security/token_store.h"
 #include "server/server_builder.h"
+#include "server/serving/malloc_tuning.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0",
           "Address to listen on (0.0.0.0 = all IPv4 interfaces).");
@@ -79,6 +80,15 @@ ABSL_FLAG(int, executor_nice, 0,
           "saturated, gRPC's threads run first, so health probes and "
           "rejections of excess requests stay fast. 0 = same priority.");
 
+ABSL_FLAG(int, malloc_arena_max, -1,
+          "glibc malloc arenas: -1 = one per core (at least 2), 0 = glibc's "
+          "default (8 per core), N = at most N. The MALLOC_ARENA_MAX "
+          "environment variable wins.");
+ABSL_FLAG(int64_t, malloc_mmap_threshold_bytes, -1,
+          "Buffers from this size on are mmap'ed and returned when freed: "
+          "-1 = 256 KiB, 0 = glibc's dynamic default (it rises up to 32 MiB "
+          "and the RSS then grows in steps), N = N bytes. "
+          "MALLOC_MMAP_THRESHOLD_ in the environment wins.");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of the server; with --tls_key turns on TLS "
           "for the gRPC port.");
@@ -222,6 +232,16 @@ int Run() {
               << "; expected at least 1\n";
     return 1;
   }
+
+  const absl::StatusOr<attn::server::MallocTuning> malloc_tuning =
+      attn::server::TuneMalloc(
+          absl::GetFlag(FLAGS_malloc_arena_max),
+          absl::GetFlag(FLAGS_malloc_mmap_threshold_bytes));
+  if (!malloc_tuning.ok()) {
+    std::cerr << "attn_server: " << malloc_tuning.status().message() << "\n";
+    return 1;
+  }
+  std::cerr << "attn_server: " << malloc_tuning->ToString() << "\n";
 
   attn::server::ServerOptions options;
   if (absl::Status status = LoadSecurity(&options.security); !status.ok()) {

@@ -30,7 +30,7 @@ SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 CALIBRATE_SECONDS = 3.0
 WORKERS = 4
 LOAD_FRACTION = 0.7
-SAMPLE_EVERY_S = 2.0
+SAMPLE_EVERY_S = 1.0
 D_MODEL = 256  # the built-in demo model
 
 # Request kinds and their weights in the mix.
@@ -160,16 +160,25 @@ class SoakTest(unittest.TestCase):
         # threads and primitive caches settle).
         warm = [s for s in samples if s[0] >= SOAK_SECONDS / 3]
         self.assertGreaterEqual(len(warm), 3, samples)
-        base_rss = statistics.median(s[1] for s in warm[:3])
-        last_rss = statistics.median(s[1] for s in warm[-3:])
+        # RSS moves with the requests in flight (request buffers are mmap'ed
+        # and returned, see server/serving/malloc_tuning.h): compare the
+        # medians of the first and the last quarter after warm-up; a leak
+        # raises the later one, the in-flight noise does not.
+        quarter = max(3, len(warm) // 4)
+        base_rss = statistics.median(s[1] for s in warm[:quarter])
+        last_rss = statistics.median(s[1] for s in warm[-quarter:])
         growth = last_rss / base_rss - 1
         print(f"RSS after warm-up {base_rss / 2**20:.1f} MiB -> "
               f"{last_rss / 2**20:.1f} MiB ({100 * growth:+.2f}%); "
               f"fds {warm[0][2]} -> {warm[-1][2]}; threads {warm[0][3]} -> {warm[-1][3]}")
         print("samples (s, rss MiB, fds, threads):", [(round(s[0]), round(s[1] / 2**20, 1), s[2], s[3]) for s in samples])
         self.assertLess(growth, 0.05)
-        self.assertLessEqual(warm[-1][2], max(s[2] for s in warm[:3]))
-        self.assertLessEqual(warm[-1][3], max(s[3] for s in warm[:3]))
+        # fds and threads: the last samples against the first ones after
+        # warm-up (medians of three: gRPC's thread pool may add a thread
+        # for a moment when several calls arrive together).
+        for column, what in ((2, "fds"), (3, "threads")):
+            self.assertLessEqual(statistics.median(s[column] for s in warm[-3:]),
+                                 max(s[column] for s in warm[:3]), what)
 
         # Counters against the client's counts.
         after, _ = mh.parse(server.scrape()[0])
