@@ -280,8 +280,10 @@ void AttentionServer::Drain(absl::Duration delay, absl::Duration timeout) {
       server_->Shutdown(absl::ToChronoTime(deadline));
     });
     // GOAWAY is queued ahead of the parked calls' UNAVAILABLE, so a client
-    // reads it first and never reuses this connection.
-    absl::SleepFor(std::min(absl::Milliseconds(200), deadline - absl::Now()));
+    // reads it first and never reuses this connection. 200 ms was too short
+    // for a slow (sanitized, loaded) server: a stream retried on the old
+    // connection was cancelled.
+    absl::SleepFor(std::min(absl::Milliseconds(500), deadline - absl::Now()));
     service_->RejectParked();
     shutdown.join();
     server_->Wait();

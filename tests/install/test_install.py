@@ -3,7 +3,8 @@ find_package(attnserve CONFIG) and links attnserve::client, built against
 the installed tree only and run against a real server: its output must equal
 the Python client's on the same input.
 
-Environment (ctest): ATTN_BUILD_DIR, ATTN_SERVER, PYTHONPATH.
+Environment (ctest): ATTN_BUILD_DIR, ATTN_SERVER, PYTHONPATH,
+ATTN_CONSUMER_CXX_FLAGS (the build's CMAKE_CXX_FLAGS).
 """
 import os
 import subprocess
@@ -33,8 +34,11 @@ class InstallTest(unittest.TestCase):
             self.assertTrue(os.path.exists(
                 os.path.join(prefix, "lib", "cmake", "attnserve", "attnserveConfig.cmake")))
             consumer = os.path.join(tmp, "consumer")
+            # A sanitizer build's static libraries need its runtime.
+            flags = os.environ.get("ATTN_CONSUMER_CXX_FLAGS", "")
             run("cmake", "-S", os.path.join(HERE, "consumer"), "-B", consumer, "-G", "Ninja",
-                f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release")
+                f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release",
+                f"-DCMAKE_CXX_FLAGS={flags}", f"-DCMAKE_EXE_LINKER_FLAGS={flags}")
             run("cmake", "--build", consumer, "-j", "2")
             out = os.path.join(tmp, "out.txt")
             x = (np.arange(4 * 256) % 17 / 17).astype(np.float32).reshape(1, 4, 256)
