@@ -110,6 +110,8 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   server->service_ = std::make_unique<AttentionServiceImpl>(
       server->repository_, server->batcher_.get(), limits,
       server->metrics_.get(), server->budget_.get());
+  server->v2_service_ =
+      std::make_unique<InferenceServiceImpl>(server->service_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -131,6 +133,7 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              kMaxConcurrentStreamsPerConnection);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->v2_service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || bound_port == 0) {
     server->batcher_->Shutdown();
@@ -155,6 +158,7 @@ void AttentionServer::Shutdown(absl::Duration grace) {
   if (shut_down_) return;
   shut_down_ = true;
   if (metrics_ != nullptr) metrics_->SetModelsReady(false);
+  if (v2_service_ != nullptr) v2_service_->SetReady(false);
   if (server_ != nullptr) {
     grpc::HealthCheckServiceInterface* health =
         server_->GetHealthCheckService();

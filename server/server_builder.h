@@ -1,4 +1,5 @@
-// Builds and runs the gRPC server: AttentionService, grpc.health.v1.Health
+// Builds and runs the gRPC server: AttentionService, the KServe v2
+// inference.GRPCInferenceService, grpc.health.v1.Health
 // and server reflection, over one shared Batcher.
 //
 //   ServerOptions options;
@@ -20,6 +21,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/api/attention_service.h"
+#include "server/api/inference_service.h"
 #include "server/api/server_credentials.h"
 #include "server/models/model_repository.h"
 #include "server/observability/metrics.h"
@@ -118,6 +120,7 @@ class AttentionServer {
   std::unique_ptr<InflightBudget> budget_;
   std::unique_ptr<Batcher> batcher_;
   std::unique_ptr<AttentionServiceImpl> service_;
+  std::unique_ptr<InferenceServiceImpl> v2_service_;  // KServe v2 gRPC
   std::unique_ptr<grpc::Server> server_;
 
   absl::Mutex shutdown_mu_;

@@ -26,6 +26,8 @@
 //   attn_model_load_failures_total{model}         counter
 //   attn_build_info{version,grpc_version,onednn_version}   gauge = 1
 //   attn_auth_rejected_total{reason}              counter (token check)
+//   attn_protocol_requests_total{protocol,code}   counter (attn_v1,
+//                                                 kserve_grpc, kserve_http)
 //
 // Cost: every series is created here (Family::Add) and kept as a raw
 // pointer; recording is a hash lookup in an immutable map plus an atomic add
@@ -72,6 +74,18 @@ struct VersionSeries;
 // The label value of requests for models that do not exist.
 inline constexpr char kUnknownModelLabel[] = "unknown";
 
+// The API a request came in on (label `protocol` of
+// attn_protocol_requests_total).
+enum class Protocol {
+  kAttnV1 = 0,      // attn.v1.AttentionService (gRPC)
+  kKserveGrpc = 1,  // inference.GRPCInferenceService (KServe v2 gRPC)
+  kKserveHttp = 2,  // KServe v2 HTTP/REST (/v2/...)
+};
+inline constexpr int kNumProtocols = 3;
+
+// "attn_v1", "kserve_grpc", "kserve_http".
+const char* ProtocolLabel(Protocol protocol);
+
 // Bookkeeping of one Attend request (a unary call, or one message of a
 // stream) from arrival to answer. Copyable, so that it can travel in a
 // std::function; Finish() must be called exactly once per StartRequest().
@@ -84,6 +98,9 @@ class RequestMetrics {
   // counted as kUnknownModelLabel). Default: unknown.
   void SetModel(absl::string_view model);
 
+  // Names the API the request came in on. Default: Protocol::kAttnV1.
+  void SetProtocol(Protocol protocol) { protocol_ = protocol; }
+
   // Counts the request under `code`, observes its duration when
   // `reached_executor` (it was queued, then computed or dropped), and ends
   // it as in-flight.
@@ -94,6 +111,7 @@ class RequestMetrics {
 
   ServerMetrics* metrics_ = nullptr;
   const metrics_internal::NameSeries* series_ = nullptr;
+  Protocol protocol_ = Protocol::kAttnV1;
   std::chrono::steady_clock::time_point start_;
 };
 
@@ -142,6 +160,8 @@ class ServerMetrics final : public BatchObserver {
   prometheus::Gauge* inflight_ = nullptr;
   // Indexed by AuthResult; kOk stays null.
   prometheus::Counter* auth_rejected_[4] = {};
+  // [protocol][status code].
+  prometheus::Counter* protocol_requests_[kNumProtocols][17] = {};
   // Immutable after construction (read without locks).
   absl::flat_hash_map<std::string, std::unique_ptr<NameSeries>> names_;
   std::unique_ptr<NameSeries> unknown_;

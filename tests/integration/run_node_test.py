@@ -1,4 +1,5 @@
-"""Runs tests/node/attend.test.js against a real attn_server (demo model).
+"""Runs tests/node/attend.test.js (attn.v1) and tests/node/kserve.test.js
+(KServe v2 gRPC) against a real attn_server (demo model).
 
 The expected output is the Python client's answer for the same query, so the
 Node client is checked for byte-level agreement across languages.
@@ -43,7 +44,8 @@ def main():
         with open(case_file, "w") as f:
             json.dump(case, f)
         env = dict(os.environ, ATTN_TARGET=target, ATTN_NODE_CASE=case_file)
-        result = subprocess.run([node, "--test", os.path.join(node_dir, "attend.test.js")],
+        result = subprocess.run([node, "--test", os.path.join(node_dir, "attend.test.js"),
+                                 os.path.join(node_dir, "kserve.test.js")],
                                 env=env, timeout=NODE_TIMEOUT_S)
     return result.returncode
 
