@@ -35,10 +35,11 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
 // Unary ModelInfer: lives from the handler until OnDone.
 class InferReactor final : public grpc::ServerUnaryReactor {
  public:
-  InferReactor(const AttentionServiceImpl& attention,
+  InferReactor(AttentionServiceImpl& attention,
                grpc::CallbackServerContext* context,
                const ModelInferRequest* request, ModelInferResponse* response)
-      : cancelled_(std::make_shared<CancellationFlag>(false)) {
+      : attention_(attention),
+        cancelled_(std::make_shared<CancellationFlag>(false)) {
     const absl::Status status =
         StartV2Infer(attention, Protocol::kKserveGrpc, *request,
                      ContextDeadline(*context), cancelled_, &reservation_,
@@ -50,9 +51,13 @@ class InferReactor final : public grpc::ServerUnaryReactor {
   }
 
   void OnCancel() override { cancelled_->store(true); }
-  void OnDone() override { delete this; }  // releases reservation_
+  void OnDone() override {
+    attention_.CallEnded();  // admitted by ModelInfer
+    delete this;             // releases reservation_
+  }
 
  private:
+  AttentionServiceImpl& attention_;
   const std::shared_ptr<CancellationFlag> cancelled_;
   InflightBudget::Reservation reservation_;
 };
@@ -228,9 +233,18 @@ absl::StatusOr<std::shared_ptr<const Model>> FindV2Model(
   return repository.Get(name, *v);
 }
 
-InferenceServiceImpl::InferenceServiceImpl(
-    const AttentionServiceImpl* attention)
+InferenceServiceImpl::InferenceServiceImpl(AttentionServiceImpl* attention)
     : attention_(attention) {}
+
+bool InferenceServiceImpl::ready() const {
+  const HealthStatus* health = health_.load();
+  return ready_.load() && (health == nullptr || health->ServerReady());
+}
+
+bool InferenceServiceImpl::model_ready(const std::string& model) const {
+  const HealthStatus* health = health_.load();
+  return ready_.load() && (health == nullptr || health->ModelReady(model));
+}
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::ServerLive(
     grpc::CallbackServerContext* context, const inference::ServerLiveRequest*,
@@ -252,7 +266,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelReady(
     inference::ModelReadyResponse* response) {
   absl::StatusOr<std::shared_ptr<const Model>> model = FindV2Model(
       attention_->repository(), request->name(), request->version());
-  if (model.ok()) response->set_ready(ready());
+  if (model.ok()) response->set_ready(model_ready(request->name()));
   return Done(context, model.status());
 }
 
@@ -291,6 +305,8 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelConfig(
 grpc::ServerUnaryReactor* InferenceServiceImpl::ModelInfer(
     grpc::CallbackServerContext* context, const ModelInferRequest* request,
     ModelInferResponse* response) {
+  // Parked (drain) or rejected on the context's default reactor.
+  if (!attention_->AdmitUnary(context)) return context->DefaultReactor();
   return new InferReactor(*attention_, context, request, response);
 }
 

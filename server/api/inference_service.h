@@ -7,8 +7,16 @@
 //
 //   InferenceServiceImpl v2(&attention_service);
 //   builder.RegisterService(&v2);
+//   v2.SetHealth(&health);  // readiness: server, per model, drain
 //   ...
 //   v2.SetReady(false);   // shutting down: ServerReady/ModelReady false
+//
+// Readiness: ServerReady is true while SetReady(true) (the default) and
+// the HealthStatus (when set) says the server is ready and not draining;
+// ModelReady additionally needs the model's own readiness there (the
+// lifecycle's: a model being reloaded or unloaded turns false). Drain:
+// ModelInfer calls are admitted, parked and rejected exactly as attn.v1's
+// Attend (AttentionServiceImpl::AdmitUnary), so a drain loses none.
 //
 // RPCs: ServerLive, ServerReady, ServerMetadata, ModelReady, ModelMetadata,
 // ModelInfer, ModelStreamInfer (Triton's streaming extension: answers in
@@ -28,6 +36,7 @@
 #include "grpcpp/grpcpp.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/api/attention_service.h"
+#include "server/api/health_status.h"
 
 namespace attn::server {
 
@@ -35,11 +44,15 @@ class InferenceServiceImpl final
     : public inference::GRPCInferenceService::CallbackService {
  public:
   // `attention` is not owned and must outlive every call.
-  explicit InferenceServiceImpl(const AttentionServiceImpl* attention);
+  explicit InferenceServiceImpl(AttentionServiceImpl* attention);
 
   // Readiness reported by ServerReady and ModelReady. Default: true.
   void SetReady(bool ready) { ready_.store(ready); }
-  bool ready() const { return ready_.load(); }
+  // `health` (not owned, may be null, must outlive every call) adds its
+  // server and per-model readiness.
+  void SetHealth(const HealthStatus* health) { health_.store(health); }
+  bool ready() const;
+  bool model_ready(const std::string& model) const;
 
   grpc::ServerUnaryReactor* ServerLive(
       grpc::CallbackServerContext* context,
@@ -76,8 +89,9 @@ class InferenceServiceImpl final
   const AttentionServiceImpl& attention() const { return *attention_; }
 
  private:
-  const AttentionServiceImpl* const attention_;
+  AttentionServiceImpl* const attention_;
   std::atomic<bool> ready_{true};
+  std::atomic<const HealthStatus*> health_{nullptr};
 };
 
 // The model a v2 metadata call names: `name` and the version string ("" =

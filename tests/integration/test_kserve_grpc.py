@@ -72,8 +72,9 @@ class KServeGrpcTest(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         repo = cls.tmp.name
         cls.mha = make_mha(11)
-        export(cls.mha, repo, "mha64")
-        export(cls.mha, repo, "mha64", version=2)
+        both = {"version_policy": {"all": True}}  # versions 1 and 2 served
+        export(cls.mha, repo, "mha64", config_extra=both)
+        export(cls.mha, repo, "mha64", version=2, config_extra=both)
         # 1-deep queue, no batching: bursts get UNAVAILABLE.
         export(make_mha(12), repo, "tiny_queue",
                config_extra={"batching": {"max_queue_size": 1, "max_batch_requests": 1,
