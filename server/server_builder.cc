@@ -54,6 +54,10 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     return absl::InvalidArgumentError(absl::StrCat(
         "port is ", options.port, "; expected 0 (any free port) to 65535"));
   }
+  if (options.http_port < 0 || options.http_port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "http_port is ", options.http_port, "; it must be 0 (off) to 65535"));
+  }
   if (options.metrics_port < 0 || options.metrics_port > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics_port is ", options.metrics_port,
@@ -252,6 +256,18 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   }
   server->health_->SetReady(true);
   server->v2_service_->SetHealth(server->health_.get());
+  if (options.http_port != 0) {
+    HttpOptions http;
+    http.host = options.host;
+    http.port = options.http_port;
+    http.max_body_bytes = server->receive_limit_;
+    http.security = options.security;
+    absl::StatusOr<std::unique_ptr<HttpService>> started =
+        HttpService::Start(http, server->service_.get(),
+                           server->v2_service_.get(), server->metrics_.get());
+    if (!started.ok()) return started.status();  // ~AttentionServer stops
+    server->http_ = *std::move(started);
+  }
   return server;
 }
 
@@ -291,6 +307,9 @@ void AttentionServer::Drain(absl::Duration delay, absl::Duration timeout) {
     shutdown.join();
     server_->Wait();
   }
+  // REST requests still arriving were served (not parked) until now; Stop
+  // waits for the ones being answered.
+  if (http_ != nullptr) http_->Stop();
   if (batcher_ != nullptr) batcher_->Shutdown();
 }
 

@@ -55,6 +55,19 @@ def output_array(response, name):
     raise KeyError(name)
 
 
+def assert_equals_v1_and_torch(client, mha, q, kv, lengths, out, weights):
+    """`out` and `weights` of model mha64 for query `q`, key = value = `kv`
+    and `lengths`: equal to the attn.v1 answer, and PyTorch's within TOL."""
+    v1 = client.attend(q, key=kv, value=kv, key_lengths=lengths.tolist(),
+                       return_attention_weights=True, model="mha64")
+    np.testing.assert_array_equal(out, v1.output)
+    np.testing.assert_array_equal(weights, v1.attention_weights)
+    kpm = np.arange(kv.shape[1])[None, :] >= lengths[:, None]
+    ref_out, ref_w = torch_reference(mha, q, kv, kv, key_padding_mask=kpm)
+    np.testing.assert_allclose(out, ref_out, atol=TOL, rtol=0)
+    np.testing.assert_allclose(weights, ref_w, atol=TOL, rtol=0)
+
+
 def protocol_count(metrics_port, protocol, code):
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                   timeout=TIMEOUT_S).read().decode()
@@ -170,16 +183,9 @@ class KServeGrpcTest(unittest.TestCase):
         self.assertEqual((r.model_name, r.model_version, r.id), ("mha64", "2", "req-1"))
         self.assertEqual([o.name for o in r.outputs], ["output", "attention_weights"])
         self.assertEqual(len(r.raw_output_contents), 2)
-        out = output_array(r, "output")
-        weights = output_array(r, "attention_weights")
-        v1 = self.client.attend(q, key=kv, value=kv, key_lengths=lengths.tolist(),
-                                return_attention_weights=True, model="mha64")
-        np.testing.assert_array_equal(out, v1.output)
-        np.testing.assert_array_equal(weights, v1.attention_weights)
-        kpm = np.arange(7)[None, :] >= lengths[:, None]
-        ref_out, ref_w = torch_reference(self.mha, q, kv, kv, key_padding_mask=kpm)
-        np.testing.assert_allclose(out, ref_out, atol=TOL, rtol=0)
-        np.testing.assert_allclose(weights, ref_w, atol=TOL, rtol=0)
+        assert_equals_v1_and_torch(self.client, self.mha, q, kv, lengths,
+                                   output_array(r, "output"),
+                                   output_array(r, "attention_weights"))
 
     def test_typed_contents_rank2_causal_bool_mask(self):
         rng = np.random.default_rng(2)
