@@ -67,7 +67,7 @@ class ServerProcess:
         if "metrics_port" in _supported_server_flags():
             args.append("--metrics_port=0")  # never collide on 9090
         if "http_port" in _supported_server_flags():
-            args.append("--http_port=0")  # no REST unless a test asks (8000)
+            args.append("--http_port=0")  # REST off (the default) unless a test asks
         if self.model_repository is not None:
             args.append(f"--model_repository={self.model_repository}")
         args += self.extra_args
