@@ -15,6 +15,7 @@ BUILD_PKGS=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libdnnl-dev ocl-icd-opencl-dev libabsl-dev nlohmann-json3-dev
   prometheus-cpp-dev
+  libcivetweb-dev  # KServe v2 HTTP/REST (server/api/http_service.cc)
   libssl-dev  # common/pem_files.cc checks TLS certificates and keys
 )
 TEST_PKGS=(
@@ -25,6 +26,7 @@ TEST_PKGS=(
   python3-yaml  # tests/deploy parses the Compose file and manifests
   python3-pip python3-venv  # tests/integration/test_python_package.py (pip install)
   prometheus  # prometheus + promtool for the metrics tests (tests/metrics)
+  curl  # KServe v2 REST tests (tests/integration/test_kserve_http.py)
   openssl  # generates the test PKI of the TLS/mTLS tests (tests/integration)
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/ci/fuzz.sh)
   libtsan2  # GCC's ThreadSanitizer runtime (scripts/ci/tsan.sh)

@@ -36,6 +36,10 @@
 ABSL_FLAG(std::string, host, "0.0.0.0",
           "Address to listen on (0.0.0.0 = all IPv4 interfaces).");
 ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks any free port.");
+ABSL_FLAG(int, http_port, 0,
+          "Port of the KServe v2 (Open Inference Protocol) HTTP/REST "
+          "endpoint /v2/... on --host, with the tokens of --port (plaintext: "
+          "not with --tls_cert); 0 = off (Triton's port is 8000).");
 ABSL_FLAG(int, metrics_port, 9090,
           "Port of the Prometheus endpoint http://HOST:PORT/metrics (on "
           "--host, separate from the gRPC port); 0 turns metrics off.");
@@ -296,6 +300,7 @@ int Run() {
   options.host = absl::GetFlag(FLAGS_host);
   options.port = port;
   options.metrics_port = metrics_port;
+  options.http_port = absl::GetFlag(FLAGS_http_port);
   options.threads = threads;
   options.executor_nice = absl::GetFlag(FLAGS_executor_nice);
   options.max_receive_message_bytes =
@@ -350,6 +355,10 @@ int Run() {
     std::cerr << "attn_server: Prometheus metrics on http://"
               << (*server)->host() << ":" << (*server)->metrics_port()
               << "/metrics\n";
+  }
+  if ((*server)->http_port() != 0) {
+    std::cerr << "attn_server: KServe v2 REST on http://" << (*server)->host()
+              << ":" << (*server)->http_port() << "/v2\n";
   }
   std::cerr << "attn_server: in-flight request memory limited to "
             << (*server)->budget().limit() / (1 << 20)

@@ -54,6 +54,10 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     return absl::InvalidArgumentError(absl::StrCat(
         "port is ", options.port, "; expected 0 (any free port) to 65535"));
   }
+  if (options.http_port < 0 || options.http_port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "http_port is ", options.http_port, "; it must be 0 (off) to 65535"));
+  }
   if (options.metrics_port < 0 || options.metrics_port > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics_port is ", options.metrics_port,
@@ -186,6 +190,8 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   server->service_ = std::make_unique<AttentionServiceImpl>(
       server->repository_, server->batcher_.get(), limits,
       server->metrics_.get(), server->budget_.get());
+  server->v2_service_ =
+      std::make_unique<InferenceServiceImpl>(server->service_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -207,6 +213,7 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              kMaxConcurrentStreamsPerConnection);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->v2_service_.get());
   if (options.enable_model_control) {
     server->model_service_ =
         std::make_unique<ModelServiceImpl>(server->lifecycle_.get());
@@ -248,6 +255,19 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     }
   }
   server->health_->SetReady(true);
+  server->v2_service_->SetHealth(server->health_.get());
+  if (options.http_port != 0) {
+    HttpOptions http;
+    http.host = options.host;
+    http.port = options.http_port;
+    http.max_body_bytes = server->receive_limit_;
+    http.security = options.security;
+    absl::StatusOr<std::unique_ptr<HttpService>> started =
+        HttpService::Start(http, server->service_.get(),
+                           server->v2_service_.get(), server->metrics_.get());
+    if (!started.ok()) return started.status();  // ~AttentionServer stops
+    server->http_ = *std::move(started);
+  }
   return server;
 }
 
@@ -264,6 +284,7 @@ void AttentionServer::Drain(absl::Duration delay, absl::Duration timeout) {
   if (lifecycle_ != nullptr) lifecycle_->Stop();  // no loads from here on
   const absl::Time deadline = absl::Now() + delay + timeout;
   if (metrics_ != nullptr) metrics_->SetModelsReady(false);
+  if (v2_service_ != nullptr) v2_service_->SetReady(false);
   if (health_ != nullptr) health_->BeginDrain();
   absl::SleepFor(delay);  // load balancers see NOT_SERVING; we still serve
   if (server_ != nullptr) {
@@ -288,6 +309,9 @@ void AttentionServer::Drain(absl::Duration delay, absl::Duration timeout) {
     shutdown.join();
     server_->Wait();
   }
+  // REST requests still arriving were served (not parked) until now; Stop
+  // waits for the ones being answered.
+  if (http_ != nullptr) http_->Stop();
   if (batcher_ != nullptr) batcher_->Shutdown();
 }
 

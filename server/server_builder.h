@@ -1,4 +1,5 @@
-// Builds and runs the gRPC server: AttentionService, grpc.health.v1.Health
+// Builds and runs the gRPC server: AttentionService, the KServe v2
+// inference.GRPCInferenceService, grpc.health.v1.Health
 // and server reflection, over one shared Batcher.
 //
 //   ServerOptions options;
@@ -21,6 +22,8 @@
 #include "grpcpp/grpcpp.h"
 #include "server/api/attention_service.h"
 #include "server/api/health_status.h"
+#include "server/api/http_service.h"
+#include "server/api/inference_service.h"
 #include "server/api/model_service.h"
 #include "server/api/server_credentials.h"
 #include "server/lifecycle_events.h"
@@ -71,6 +74,11 @@ struct ServerOptions {
   // gRPC port; 0 turns metrics off (nothing is recorded). attn_server's flag
   // defaults to 9090. Default: 0. REQUIRES: 0 <= metrics_port <= 65535.
   int metrics_port = 0;
+  // Port of the KServe v2 HTTP/REST endpoint (/v2/..., civetweb), on
+  // `host`, with the same TLS and tokens as the gRPC port; 0 = off
+  // (attn_server's --http_port too; Triton's port is 8000).
+  // Default: 0. REQUIRES: 0 <= http_port <= 65535.
+  int http_port = 0;
   // TLS, mutual TLS and bearer tokens of the gRPC port (see
   // server/api/server_credentials.h). Default: plaintext, no tokens.
   ServerSecurity security;
@@ -138,6 +146,8 @@ class AttentionServer {
   int metrics_port() const {
     return metrics_endpoint_ ? metrics_endpoint_->port() : 0;
   }
+  // The bound HTTP/REST port; 0 when REST is off.
+  int http_port() const { return http_ ? http_->port() : 0; }
   // The metrics being recorded; null when metrics are off.
   ServerMetrics* metrics() const { return metrics_.get(); }
 
@@ -197,9 +207,12 @@ class AttentionServer {
   std::string receive_limit_source_;
   std::unique_ptr<Batcher> batcher_;
   std::unique_ptr<AttentionServiceImpl> service_;
-  std::unique_ptr<ModelServiceImpl> model_service_;  // null unless enabled
+  std::unique_ptr<InferenceServiceImpl> v2_service_;  // KServe v2 gRPC
+  std::unique_ptr<ModelServiceImpl> model_service_;   // null unless enabled
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HealthStatus> health_;  // uses server_'s health service
+  // KServe v2 REST; stopped in Drain() before the batcher. Null when off.
+  std::unique_ptr<HttpService> http_;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -21,6 +21,7 @@ absl::StatusOr<std::vector<Connection>> MakeConnections(
     if (!channel.ok()) return channel.status();
     c.channel = *std::move(channel);
     c.stub = v1::AttentionService::NewStub(c.channel);
+    c.v2_stub = inference::GRPCInferenceService::NewStub(c.channel);
     out.push_back(std::move(c));
   }
   return out;

@@ -12,12 +12,15 @@
 #include "attn/v1/attention.grpc.pb.h"
 #include "client/channel_credentials.h"
 #include "grpcpp/grpcpp.h"
+#include "inference/grpc_service.grpc.pb.h"
 
 namespace attn::loadgen {
 
 struct Connection {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::AttentionService::Stub> stub;
+  // The KServe v2 service on the same channel (--protocol=v2).
+  std::unique_ptr<inference::GRPCInferenceService::Stub> v2_stub;
 };
 
 // REQUIRES: count >= 1. Does not connect (the first call does). Errors:

@@ -30,6 +30,12 @@ ABSL_FLAG(int64_t, d_model, 0,
 ABSL_FLAG(std::string, rpc, "unary",
           "unary (Attend) or stream (AttendStream, one stream per "
           "outstanding request)");
+ABSL_FLAG(std::string, protocol, "attn",
+          "attn (attn.v1 Attend), v2 (KServe v2 ModelInfer over gRPC on "
+          "--target), http (KServe v2 REST on --http_target, binary tensor "
+          "extension) or http_json (REST, tensors as JSON data)");
+ABSL_FLAG(std::string, http_target, "127.0.0.1:8000",
+          "host:port of attn_server's --http_port (--protocol=http|http_json)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of payloads, --seq sampling and Poisson");
 ABSL_FLAG(int, concurrency, 1,
           "closed loop: requests kept outstanding (ignored with --rate)");
@@ -118,6 +124,20 @@ absl::StatusOr<Options> OptionsFromFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--rpc=", rpc, ": expected unary or stream"));
   }
+  const std::string protocol = absl::GetFlag(FLAGS_protocol);
+  if (protocol == "attn") {
+    o.protocol = WireProtocol::kAttn;
+  } else if (protocol == "v2") {
+    o.protocol = WireProtocol::kV2Grpc;
+  } else if (protocol == "http") {
+    o.protocol = WireProtocol::kHttpBinary;
+  } else if (protocol == "http_json") {
+    o.protocol = WireProtocol::kHttpJson;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--protocol=", protocol, ": expected attn, v2, http or http_json"));
+  }
+  o.http_target = absl::GetFlag(FLAGS_http_target);
   o.seed = absl::GetFlag(FLAGS_seed);
   o.concurrency = absl::GetFlag(FLAGS_concurrency);
   o.rate = absl::GetFlag(FLAGS_rate);

@@ -1,5 +1,7 @@
 #include "client/loadgen/load_driver.h"
 
+#include "client/loadgen/v2_slot.h"
+
 namespace attn::loadgen {
 
 std::unique_ptr<LoadDriver> MakeLoadDriver(const LoadLevel& level,
@@ -18,8 +20,20 @@ std::unique_ptr<LoadDriver> MakeLoadDriver(const LoadLevel& level,
 std::unique_ptr<Slot> NewSlot(const Options& options,
                               std::vector<Connection>* connections, int i,
                               SlotListener* listener) {
-  v1::AttentionService::Stub* stub =
-      (*connections)[i % connections->size()].stub.get();
+  Connection& connection = (*connections)[i % connections->size()];
+  switch (options.protocol) {
+    case WireProtocol::kV2Grpc:
+      return MakeV2GrpcSlot(connection.v2_stub.get(), listener,
+                            options.deadline);
+    case WireProtocol::kHttpBinary:
+    case WireProtocol::kHttpJson:
+      return MakeHttpSlot(options.http_target,
+                          options.protocol == WireProtocol::kHttpBinary,
+                          options.security.auth_token, listener);
+    default:
+      break;
+  }
+  v1::AttentionService::Stub* stub = connection.stub.get();
   if (options.rpc == RpcKind::kStream) return MakeStreamSlot(stub, listener);
   return MakeUnarySlot(stub, listener, options.deadline);
 }

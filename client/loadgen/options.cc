@@ -61,6 +61,16 @@ absl::Status Options::Validate() const {
         "--deadline applies to unary calls only: an AttendStream deadline "
         "would end the whole stream (use --rpc=unary)");
   }
+  if (protocol != WireProtocol::kAttn && rpc == RpcKind::kStream) {
+    return bad("--rpc=stream is attn.v1's AttendStream; --protocol=",
+               WireProtocolName(protocol), " sends unary requests");
+  }
+  if ((protocol == WireProtocol::kHttpBinary ||
+       protocol == WireProtocol::kHttpJson) &&
+      deadline > absl::ZeroDuration()) {
+    return bad("--deadline is not sent over REST (--protocol=",
+               WireProtocolName(protocol), ")");
+  }
   if (late_threshold <= absl::ZeroDuration()) {
     return bad("--late_threshold must be > 0");
   }
@@ -101,6 +111,19 @@ std::vector<LoadLevel> Options::Levels() const {
 int Options::EffectiveStableWindows() const {
   if (stable_windows > 0) return stable_windows;
   return sweep.kind == SweepSpec::Kind::kNone ? 1 : 3;
+}
+
+const char* WireProtocolName(WireProtocol protocol) {
+  switch (protocol) {
+    case WireProtocol::kV2Grpc:
+      return "v2";
+    case WireProtocol::kHttpBinary:
+      return "http";
+    case WireProtocol::kHttpJson:
+      return "http_json";
+    default:
+      return "attn";
+  }
 }
 
 const char* RpcKindName(RpcKind kind) {

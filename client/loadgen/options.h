@@ -23,6 +23,10 @@ namespace attn::loadgen {
 
 enum class RpcKind { kUnary, kStream };
 
+// --protocol: attn.v1, KServe v2 over gRPC, or KServe v2 REST with binary
+// tensors or JSON data.
+enum class WireProtocol { kAttn, kV2Grpc, kHttpBinary, kHttpJson };
+
 // One measured load level: closed loop at `concurrency` outstanding
 // requests, or open loop at `rate` requests/s.
 struct LoadLevel {
@@ -57,6 +61,8 @@ struct Options {
   int64_t key_len = 0;         // > 0: cross-attention with Sk = key_len
   int64_t d_model = 0;         // 0: asked from the server (GetModel)
   RpcKind rpc = RpcKind::kUnary;
+  WireProtocol protocol = WireProtocol::kAttn;
+  std::string http_target = "127.0.0.1:8000";  // --protocol=http|http_json
   uint64_t seed = 1;
 
   // --- load shape ---
@@ -96,6 +102,8 @@ struct Options {
 };
 
 const char* RpcKindName(RpcKind kind);
+// "attn", "v2", "http", "http_json".
+const char* WireProtocolName(WireProtocol protocol);
 const char* ArrivalName(Arrival arrival);
 const char* DataTypeName(v1::DataType dtype);
 

@@ -103,6 +103,7 @@ json ConfigJson(const Report& report) {
           {"causal", o.causal.has_value() ? json(*o.causal) : json(nullptr)},
           {"key_len", o.key_len},
           {"rpc", RpcKindName(o.rpc)},
+          {"protocol", WireProtocolName(o.protocol)},
           {"connections", o.connections},
           {"arrival", ArrivalName(o.arrival)},
           {"max_inflight", o.max_inflight},

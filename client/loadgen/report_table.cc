@@ -28,6 +28,10 @@ std::string TableText(const Report& report) {
       "dtype=%s  rpc=%s  connections=%d\n",
       o.target, o.model, report.d_model, o.seq.text(), o.batch,
       DataTypeName(o.dtype), RpcKindName(o.rpc), o.connections);
+  if (o.protocol != WireProtocol::kAttn) {
+    out.insert(out.size() - 1,
+               absl::StrCat("  protocol=", WireProtocolName(o.protocol)));
+  }
   absl::StrAppendFormat(
       &out, "%-18s %10s %11s %9s %9s %9s %9s %9s %8s %7s %6s %15s %s\n", "step",
       "req/s", "tokens/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",

@@ -17,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "attn/v1/attention.grpc.pb.h"
 #include "client/loadgen/window.h"
@@ -68,6 +69,13 @@ std::unique_ptr<Slot> MakeUnarySlot(v1::AttentionService::Stub* stub,
 // Opens the stream at once.
 std::unique_ptr<Slot> MakeStreamSlot(v1::AttentionService::Stub* stub,
                                      SlotListener* listener);
+
+// Replaces `*context` (guarded by `mu`) with a fresh one carrying
+// `deadline` (0 = none) and returns it; the previous one, whose call has
+// completed, is destroyed.
+grpc::ClientContext* FreshContext(absl::Mutex* mu,
+                                  std::unique_ptr<grpc::ClientContext>* context,
+                                  absl::Duration deadline);
 
 // Ends every slot: half-closes streams and waits for them (a slot still
 // running after 10 s is cancelled, then waited for).

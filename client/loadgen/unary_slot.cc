@@ -35,17 +35,7 @@ class UnarySlot final : public Slot {
       : stub_(stub), listener_(listener), deadline_(deadline) {}
 
   void Send(const v1::AttendRequest* request) override {
-    grpc::ClientContext* context;
-    {
-      // The previous context is destroyed here, after its call completed.
-      absl::MutexLock l(&mu_);
-      context_ = std::make_unique<grpc::ClientContext>();
-      context = context_.get();
-    }
-    if (deadline_ > absl::ZeroDuration()) {
-      context->set_deadline(std::chrono::system_clock::now() +
-                            absl::ToChronoNanoseconds(deadline_));
-    }
+    grpc::ClientContext* context = FreshContext(&mu_, &context_, deadline_);
     response_.Clear();
     stub_->async()->Attend(
         context, request, &response_, [this](grpc::Status status) {

@@ -20,14 +20,6 @@ using StreamReactor =
 // stops reading until the client catches up (bounds per-stream memory).
 constexpr int64_t kMaxOutstandingPerStream = 32;
 
-absl::Time ContextDeadline(const grpc::CallbackServerContext& context) {
-  const auto deadline = context.deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) {
-    return absl::InfiniteFuture();
-  }
-  return absl::FromChrono(deadline);
-}
-
 // Unary Attend: lives from the handler until OnDone.
 class AttendReactor final : public grpc::ServerUnaryReactor {
  public:
@@ -308,6 +300,14 @@ class AttendStreamReactor final : public StreamReactor,
 
 }  // namespace
 
+absl::Time ContextDeadline(const grpc::CallbackServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
@@ -342,10 +342,11 @@ AttentionServiceImpl::AttentionServiceImpl(
       budget_(budget) {}
 
 RequestMetrics AttentionServiceImpl::StartRequestMetrics(
-    const v1::AttendRequest& request) const {
+    const v1::AttendRequest& request, Protocol protocol) const {
   if (metrics_ == nullptr) return RequestMetrics();
   RequestMetrics metrics = metrics_->StartRequest();
   metrics.SetModel(request.model());
+  metrics.SetProtocol(protocol);
   return metrics;
 }
 
@@ -353,6 +354,12 @@ absl::Status AttentionServiceImpl::Prepare(
     const grpc::CallbackServerContext& context,
     const v1::AttendRequest& request, BatchTask* task, ResponseSpec* spec,
     InflightBudget::Reservation* reservation) const {
+  return Prepare(ContextDeadline(context), request, task, spec, reservation);
+}
+
+absl::Status AttentionServiceImpl::Prepare(
+    absl::Time deadline, const v1::AttendRequest& request, BatchTask* task,
+    ResponseSpec* spec, InflightBudget::Reservation* reservation) const {
   if (request.model().empty()) {
     return absl::InvalidArgumentError(
         "model is empty; set AttendRequest.model (ListModels shows the "
@@ -390,7 +397,7 @@ absl::Status AttentionServiceImpl::Prepare(
   spec->request_id = request.request_id();
 
   task->job = std::move(validated->job);
-  task->deadline = ContextDeadline(context);
+  task->deadline = deadline;
   return absl::OkStatus();
 }
 

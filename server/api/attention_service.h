@@ -51,6 +51,9 @@ namespace attn::server {
 // same, so it is a cast).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
+// The call's deadline (absl::InfiniteFuture() when it has none).
+absl::Time ContextDeadline(const grpc::CallbackServerContext& context);
+
 // Fills `info` from `model` (ListModels / GetModel).
 void FillModelInfo(const Model& model, v1::ModelInfo* info);
 
@@ -134,6 +137,12 @@ class AttentionServiceImpl final
                        const v1::AttendRequest& request, BatchTask* task,
                        ResponseSpec* spec,
                        InflightBudget::Reservation* reservation) const;
+  // The same, with the deadline given directly (the KServe v2 services:
+  // gRPC and HTTP share this path, so v2 and attn.v1 requests share
+  // validation, budget and batches).
+  absl::Status Prepare(absl::Time deadline, const v1::AttendRequest& request,
+                       BatchTask* task, ResponseSpec* spec,
+                       InflightBudget::Reservation* reservation) const;
 
   // Encodes `result` into `response` per `spec`.
   static void FillResponse(const ResponseSpec& spec, AttentionResult result,
@@ -143,7 +152,12 @@ class AttentionServiceImpl final
 
   // Starts the metrics of one Attend request (records nothing when metrics
   // are off).
-  RequestMetrics StartRequestMetrics(const v1::AttendRequest& request) const;
+  RequestMetrics StartRequestMetrics(
+      const v1::AttendRequest& request,
+      Protocol protocol = Protocol::kAttnV1) const;
+
+  // The served models (shared, immutable).
+  const ModelRepository& repository() const { return *repository_; }
 
  private:
   const std::shared_ptr<const ModelRepository> repository_;

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/health_check_service_interface.h"
 
@@ -48,6 +49,11 @@ class HealthStatus {
   // Idempotent.
   void BeginDrain();
   bool draining() const;
+  // What the names above say now (also when health is disabled): the
+  // server / `model` is ready and not draining. The KServe v2 ServerReady,
+  // ModelReady and /v2/health/ready answer from these.
+  bool ServerReady() const;
+  bool ModelReady(const std::string& model) const;
 
   static std::string ModelName(const std::string& model) {
     return std::string(kReadinessName) + "/" + model;
@@ -57,6 +63,8 @@ class HealthStatus {
   grpc::HealthCheckServiceInterface* const service_;  // may be null
   mutable absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool ready_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<std::string, bool> model_ready_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace attn::server

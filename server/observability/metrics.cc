@@ -92,6 +92,18 @@ std::string OneDnnVersion() {
 
 }  // namespace
 
+const char* ProtocolLabel(Protocol protocol) {
+  switch (protocol) {
+    case Protocol::kAttnV1:
+      return "attn_v1";
+    case Protocol::kKserveGrpc:
+      return "kserve_grpc";
+    case Protocol::kKserveHttp:
+      return "kserve_http";
+  }
+  return "attn_v1";
+}
+
 ServerMetrics::ServerMetrics(
     const std::vector<std::shared_ptr<const Model>>& models)
     : registry_(std::make_shared<prometheus::Registry>()) {
@@ -214,6 +226,23 @@ ServerMetrics::ServerMetrics(
                             AuthResult::kUnknownToken}) {
     auth_rejected_[static_cast<int>(reason)] =
         &auth_rejected.Add({{"reason", AuthResultReason(reason)}});
+  }
+
+  auto& protocol_requests =
+      BuildCounter()
+          .Name("attn_protocol_requests_total")
+          .Help(
+              "Inference requests answered, by the API they came in on "
+              "(attn_v1, kserve_grpc, kserve_http) and gRPC status code; "
+              "the same requests as attn_requests_total.")
+          .Register(r);
+  for (int p = 0; p < kNumProtocols; ++p) {
+    for (int c = 0; c < kNumCodes; ++c) {
+      protocol_requests_[p][c] = &protocol_requests.Add(
+          {{"protocol", ProtocolLabel(static_cast<Protocol>(p))},
+           {"code",
+            absl::StatusCodeToString(static_cast<absl::StatusCode>(c))}});
+    }
   }
 
   unknown_ = std::make_unique<NameSeries>();
@@ -378,6 +407,8 @@ void RequestMetrics::SetModel(absl::string_view model) {
 void RequestMetrics::Finish(absl::StatusCode code, bool reached_executor) {
   if (metrics_ == nullptr) return;
   series_->requests[CodeIndex(code)]->Increment();
+  metrics_->protocol_requests_[static_cast<int>(protocol_)][CodeIndex(code)]
+      ->Increment();
   if (reached_executor && series_->request_duration != nullptr) {
     const std::chrono::duration<double> elapsed =
         std::chrono::steady_clock::now() - start_;

@@ -29,6 +29,8 @@
 //   attn_model_memory_bytes{model,version}        gauge
 //   attn_build_info{version,grpc_version,onednn_version}   gauge = 1
 //   attn_auth_rejected_total{reason}              counter (token check)
+//   attn_protocol_requests_total{protocol,code}   counter (attn_v1,
+//                                                 kserve_grpc, kserve_http)
 //
 // Cost: every series is created once (Family::Add), when its model version
 // first loads, and kept as a raw pointer (never removed, so pointers stay
@@ -82,6 +84,18 @@ struct VersionSeries;
 // The label value of requests for models that do not exist.
 inline constexpr char kUnknownModelLabel[] = "unknown";
 
+// The API a request came in on (label `protocol` of
+// attn_protocol_requests_total).
+enum class Protocol {
+  kAttnV1 = 0,      // attn.v1.AttentionService (gRPC)
+  kKserveGrpc = 1,  // inference.GRPCInferenceService (KServe v2 gRPC)
+  kKserveHttp = 2,  // KServe v2 HTTP/REST (/v2/...)
+};
+inline constexpr int kNumProtocols = 3;
+
+// "attn_v1", "kserve_grpc", "kserve_http".
+const char* ProtocolLabel(Protocol protocol);
+
 // Bookkeeping of one Attend request (a unary call, or one message of a
 // stream) from arrival to answer. Copyable, so that it can travel in a
 // std::function; Finish() must be called exactly once per StartRequest().
@@ -94,6 +108,9 @@ class RequestMetrics {
   // counted as kUnknownModelLabel). Default: unknown.
   void SetModel(absl::string_view model);
 
+  // Names the API the request came in on. Default: Protocol::kAttnV1.
+  void SetProtocol(Protocol protocol) { protocol_ = protocol; }
+
   // Counts the request under `code`, observes its duration when
   // `reached_executor` (it was queued, then computed or dropped), and ends
   // it as in-flight.
@@ -104,6 +121,7 @@ class RequestMetrics {
 
   ServerMetrics* metrics_ = nullptr;
   const metrics_internal::NameSeries* series_ = nullptr;
+  Protocol protocol_ = Protocol::kAttnV1;
   std::chrono::steady_clock::time_point start_;
 };
 
@@ -168,6 +186,8 @@ class ServerMetrics final : public BatchObserver, public LifecycleObserver {
   prometheus::Gauge* inflight_ = nullptr;
   // Indexed by AuthResult; kOk stays null.
   prometheus::Counter* auth_rejected_[4] = {};
+  // [protocol][status code].
+  prometheus::Counter* protocol_requests_[kNumProtocols][17] = {};
   // Families that get series as models load (owned by registry_).
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   prometheus::Family<prometheus::Histogram>* request_duration_ = nullptr;

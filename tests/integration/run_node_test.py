@@ -1,4 +1,6 @@
-"""Runs tests/node/attend.test.js against a real attn_server (demo model).
+"""Runs tests/node/attend.test.js (attn.v1), tests/node/kserve.test.js
+(KServe v2 gRPC) and tests/node/kserve_http.test.js (KServe v2 REST) against
+a real attn_server (demo model).
 
 The expected output is the Python client's answer for the same query, so the
 Node client is checked for byte-level agreement across languages.
@@ -29,7 +31,9 @@ def main():
               file=sys.stderr)
         return 1
     query = h.random_array(np.random.default_rng(1), 2, 5, 256)
-    with h.running_server() as target, tempfile.TemporaryDirectory() as tmp:
+    http_port = h.free_port()
+    with h.running_server(extra_args=[f"--http_port={http_port}"]) as target, \
+            tempfile.TemporaryDirectory() as tmp:
         with attnserve.Client(target) as client:
             expected = client.attend(query, model="demo").output
         case = {
@@ -42,8 +46,11 @@ def main():
         case_file = os.path.join(tmp, "case.json")
         with open(case_file, "w") as f:
             json.dump(case, f)
-        env = dict(os.environ, ATTN_TARGET=target, ATTN_NODE_CASE=case_file)
-        result = subprocess.run([node, "--test", os.path.join(node_dir, "attend.test.js")],
+        env = dict(os.environ, ATTN_TARGET=target, ATTN_NODE_CASE=case_file,
+                   ATTN_HTTP_BASE=f"http://127.0.0.1:{http_port}")
+        result = subprocess.run([node, "--test", os.path.join(node_dir, "attend.test.js"),
+                                 os.path.join(node_dir, "kserve.test.js"),
+                                 os.path.join(node_dir, "kserve_http.test.js")],
                                 env=env, timeout=NODE_TIMEOUT_S)
     return result.returncode
 

@@ -66,6 +66,8 @@ class ServerProcess:
         args = [SERVER, "--host=127.0.0.1", "--port=0"]
         if "metrics_port" in _supported_server_flags():
             args.append("--metrics_port=0")  # never collide on 9090
+        if "http_port" in _supported_server_flags():
+            args.append("--http_port=0")  # REST off (the default) unless a test asks
         if self.model_repository is not None:
             args.append(f"--model_repository={self.model_repository}")
         args += self.extra_args
@@ -145,6 +147,14 @@ def running_server(model_repository=None, extra_args=()):
         server._kill()
         raise
     server.stop()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------

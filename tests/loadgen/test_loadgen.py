@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 import zlib
 
 import server_harness as h
@@ -63,8 +64,12 @@ class LoadgenCase(unittest.TestCase):
         if not LOADGEN or not os.path.exists(LOADGEN):
             raise RuntimeError(f"ATTN_LOADGEN={LOADGEN!r} is not a binary")
         cls.tmp = tempfile.TemporaryDirectory()
-        cls.server = h.ServerProcess()
+        cls.server = h.ServerProcess(extra_args=cls.server_args())
         cls.target = cls.server.start()
+
+    @classmethod
+    def server_args(cls):
+        return []
 
     @classmethod
     def tearDownClass(cls):
@@ -359,6 +364,58 @@ class LoadgenReportTest(LoadgenCase):
         # The series colours of the charts are there (p50 blue, p90 red).
         self.assertIn(bytes((0x1f, 0x77, 0xb4)), colours)
         self.assertIn(bytes((0xd6, 0x27, 0x28)), colours)
+
+
+class LoadgenProtocolTest(LoadgenCase):
+    """--protocol=v2|http|http_json reach the KServe v2 services: every sent
+    request is answered OK, the server counts them under its protocol label,
+    and an unknown model is NOT_FOUND over each transport."""
+
+    @classmethod
+    def server_args(cls):
+        cls.http_port = h.free_port()
+        cls.metrics_port = h.free_port()
+        return [f"--http_port={cls.http_port}", f"--metrics_port={cls.metrics_port}"]
+
+    def protocol_count(self, protocol, code):
+        """attn_protocol_requests_total{code,protocol} from /metrics."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                      timeout=RUN_TIMEOUT_S).read().decode()
+        key = f'attn_protocol_requests_total{{code="{code}",protocol="{protocol}"}}'
+        return float(next(line.split()[-1] for line in text.splitlines()
+                          if line.startswith(key)))
+
+    def test_each_protocol_counts_add_up(self):
+        for protocol, label in (("v2", "kserve_grpc"), ("http", "kserve_http"),
+                                ("http_json", "kserve_http"), ("attn", "attn_v1")):
+            before = self.protocol_count(label, "OK")
+            doc, _ = self.loadgen(f"--protocol={protocol}",
+                                  f"--http_target=127.0.0.1:{self.http_port}",
+                                  "--requests=40", "--warmup=0s", "--concurrency=4",
+                                  "--seq=16", "--quiet")
+            self.check_schema(doc, 1)
+            self.assertEqual(doc["config"]["protocol"], protocol)
+            step = doc["steps"][0]
+            self.assertEqual((step["sent"], step["ok"]), (40, 40), (protocol, step))
+            # The window's 40, plus the requests outstanding when it closed
+            # (and the d_model lookup of attn.v1), at most a few per slot.
+            counted = self.protocol_count(label, "OK") - before
+            self.assertGreaterEqual(counted, 40, protocol)
+            self.assertLessEqual(counted, 40 + 3 * 4, protocol)
+
+    def test_unknown_model_is_not_found_over_each_protocol(self):
+        for protocol in ("v2", "http", "http_json"):
+            doc, _ = self.loadgen(f"--protocol={protocol}", "--model=nope", "--d_model=256",
+                                  f"--http_target=127.0.0.1:{self.http_port}",
+                                  "--requests=10", "--warmup=0s", "--quiet")
+            self.assertEqual(doc["steps"][0]["status_counts"], {"NOT_FOUND": 10}, protocol)
+
+    def test_stream_with_v2_is_refused(self):
+        r = subprocess.run([LOADGEN, f"--target={self.target}", "--protocol=v2",
+                            "--rpc=stream"], capture_output=True, text=True,
+                           timeout=RUN_TIMEOUT_S)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--rpc=stream", r.stderr)
 
 
 if __name__ == "__main__":
