@@ -96,6 +96,18 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
                                 absl::ToInt64Milliseconds(*took), " ms\n");
     }
   }
+  SessionTable::Options session_options;
+  session_options.kv_cache_bytes = options.kv_cache_bytes;
+  session_options.clock = options.clock;
+  if (server->metrics_ != nullptr) {
+    server->session_metrics_ =
+        std::make_unique<SessionMetrics>(server->metrics_->registry());
+    session_options.observer = server->session_metrics_.get();
+  }
+  absl::StatusOr<std::unique_ptr<SessionTable>> sessions =
+      SessionTable::Create(session_options, server->repository_->List());
+  if (!sessions.ok()) return sessions.status();
+  server->sessions_ = std::move(*sessions);
   Batcher::Options batcher_options;
   batcher_options.threads = threads;
   batcher_options.clock = options.clock;
@@ -110,6 +122,8 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   server->service_ = std::make_unique<AttentionServiceImpl>(
       server->repository_, server->batcher_.get(), limits,
       server->metrics_.get(), server->budget_.get());
+  server->service_->EnableSessions(server->sessions_.get(),
+                                   options.security.tokens != nullptr);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

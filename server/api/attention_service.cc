@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/status_macros.h"
+#include "server/api/session_requests.h"
 #include "server/api/tensor_codec.h"
 
 namespace attn::server {
@@ -305,6 +307,8 @@ absl::Status AttentionServiceImpl::Prepare(
     if (!r.ok()) return r.status();
     *reservation = *std::move(r);
   }
+  const bool session = IsSessionRequest(request);
+  if (session) ATTN_RETURN_IF_ERROR(CheckSessionRequest(request));
   absl::StatusOr<ValidatedRequest> validated =
       ValidateAttendRequest(request, *model, limits_);
   if (!validated.ok()) return validated.status();
@@ -321,8 +325,11 @@ absl::Status AttentionServiceImpl::Prepare(
   spec->version = m.version;
   spec->request_id = request.request_id();
 
+  spec->session = session;
+
   task->job = std::move(validated->job);
   task->deadline = ContextDeadline(context);
+  if (session) return BeginSessionStep(context, request, *model, task);
   return absl::OkStatus();
 }
 
@@ -345,6 +352,7 @@ void AttentionServiceImpl::FillResponse(const ResponseSpec& spec,
   response->set_model(spec.model);
   response->set_version(spec.version);
   response->set_request_id(spec.request_id);
+  if (spec.session) response->set_session_length(result.session_length);
   v1::Timing* timing = response->mutable_timing();
   timing->set_queue_us(result.timing.queue_us);
   timing->set_compute_us(result.timing.compute_us);
