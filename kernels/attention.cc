@@ -106,6 +106,10 @@ absl::StatusOr<AttentionConfig> ResolveConfig(const AttentionConfig& in) {
       c.compute_dtype != ComputeDType::kBFloat16) {
     return absl::InvalidArgumentError("compute_dtype has an unknown value");
   }
+  if (c.rope_theta != 0.0 || c.sliding_window != 0) {
+    return absl::UnimplementedError(
+        "rope_theta and sliding_window are not implemented yet");
+  }
   return c;
 }
 
@@ -534,6 +538,27 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
   return std::unique_ptr<MultiHeadAttention>(new MultiHeadAttentionImpl(
       c, engine, *std::move(qkv_proj), *std::move(q_proj), *std::move(k_proj),
       *std::move(v_proj), *std::move(o_proj)));
+}
+
+KvPoolLayout KvPoolLayoutFor(const AttentionConfig& config,
+                             KvPoolLayout::Dtype dtype, int block_tokens) {
+  KvPoolLayout layout;
+  layout.block_tokens = block_tokens;
+  layout.num_kv_heads = static_cast<int>(
+      config.num_kv_heads != 0 ? config.num_kv_heads : config.num_heads);
+  layout.head_dim = static_cast<int>(
+      config.head_dim != 0
+          ? config.head_dim
+          : (config.num_heads != 0 ? config.d_model / config.num_heads : 0));
+  layout.dtype = dtype;
+  return layout;
+}
+
+absl::Status MultiHeadAttention::ForwardPaged(
+    const float* /*x*/, absl::Span<const PagedSequence> /*seqs*/,
+    const KvPool& /*pool*/, float* /*out*/) const {
+  return absl::UnimplementedError(
+      "this attention layer does not implement ForwardPaged (paged KV cache)");
 }
 
 absl::Status MultiHeadAttention::ForwardBatch(
