@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "server/serving/inflight_budget.h"
@@ -28,9 +29,15 @@ int64_t KvBlockPool::BlockBytes(const Model& model) {
 
 int64_t KvBlockPool::PageBytesFor(
     const std::vector<std::shared_ptr<const Model>>& models) {
-  int64_t bytes = 64;
-  for (const auto& model : models) bytes = std::max(bytes, BlockBytes(*model));
-  return (bytes + 63) / 64 * 64;
+  int64_t largest = 64;
+  int64_t lcm = 64;
+  for (const auto& model : models) {
+    const int64_t b = BlockBytes(*model);
+    largest = std::max(largest, b);
+    if (lcm <= (int64_t{1} << 40)) lcm = std::lcm(lcm, b);
+  }
+  if (lcm <= 8 * largest) return lcm;
+  return (largest + 63) / 64 * 64;
 }
 
 absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(
@@ -86,18 +93,18 @@ void KvBlockPool::Release(absl::Span<const int32_t> pages) {
 
 absl::StatusOr<KvPoolView> KvBlockPool::ViewFor(const Model& model) const {
   const int64_t block = BlockBytes(model);
-  if (block > page_bytes_) {
+  if (page_bytes_ % block != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "model '", model.name, "' version ", model.version, " needs ", block,
-        "-byte KV blocks but the cache's pages are ", page_bytes_,
-        " bytes (sized for the models served at start-up); restart the "
+        "-byte KV blocks, which do not divide the cache's ", page_bytes_,
+        "-byte pages (sized for the models served at start-up); restart the "
         "server to serve sessions of this model"));
   }
   KvPoolView view;
-  view.base = base_;
-  view.page_bytes = page_bytes_;
-  view.k_offset = 0;
-  view.v_offset = block / 2;
+  view.k_base = k_half();
+  view.v_base = v_half();
+  view.blocks_per_page = page_bytes_ / block;
+  view.num_blocks = total_pages_ * view.blocks_per_page;
   view.block_tokens = kBlockTokens;
   view.num_kv_heads = model.attention.num_kv_heads;
   view.head_dim = model.attention.head_dim;

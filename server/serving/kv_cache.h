@@ -8,13 +8,15 @@
 //
 // The budget (--kv_cache_bytes) is reserved as ONE allocation at start-up and
 // cut into equal pages; a page holds one block of kBlockTokens tokens of one
-// session: its K block [num_kv_heads][kBlockTokens][head_dim] followed by
-// its V block of the same shape, in the model's kv_cache_dtype. The page
-// size is that of the largest model served at start-up, so pages of every
-// model are interchangeable: long and short sessions, and sessions of
-// different models, never fragment the pool, and it never grows (the budget
-// is never exceeded). A model whose block does not fit a page (loaded later,
-// larger than every model at start-up) cannot hold sessions.
+// session: its K block [num_kv_heads][kBlockTokens][head_dim] in the K half
+// of the pool and its V block, same shape, at the same offset in the V half
+// (the layout kernels/paged_attention.h reads), in the model's
+// kv_cache_dtype. The page size fits the blocks of every model served at
+// start-up (their least common multiple, unless that is more than 8 times
+// the largest), so pages of every model are interchangeable: long and short
+// sessions, and sessions of different models, never fragment the pool, and
+// it never grows (the budget is never exceeded). A model whose block does
+// not divide the page cannot hold sessions (FAILED_PRECONDITION).
 //
 // Ownership: the pool owns its memory; views and page numbers borrow it and
 // are valid until the pool is destroyed.
@@ -36,14 +38,16 @@
 
 namespace attn::server {
 
-// Where the blocks of one model's sessions live: block (page) b's K is at
-// base + b * page_bytes + k_offset, its V at base + b * page_bytes +
-// v_offset, each [num_kv_heads][block_tokens][head_dim] elements.
+// Where the blocks of one model's sessions live, in the kernel's terms
+// (kernels::KvPool): kernel block k's K is at k_base + k * block elements,
+// its V at v_base + k * block elements. Page p is kernel block
+// p * blocks_per_page (a page may hold several of a small model's blocks;
+// only the first is used).
 struct KvPoolView {
-  uint8_t* base = nullptr;
-  int64_t page_bytes = 0;
-  int64_t k_offset = 0;
-  int64_t v_offset = 0;
+  void* k_base = nullptr;
+  void* v_base = nullptr;
+  int64_t num_blocks = 0;       // kernel blocks in the pool
+  int64_t blocks_per_page = 1;  // kernel block of page p = p * this
   int64_t block_tokens = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
@@ -61,8 +65,9 @@ class KvBlockPool {
   // Bytes of one model's block of K plus V (one page's payload).
   static int64_t BlockBytes(const Model& model);
 
-  // Page size for `models`: the largest BlockBytes, rounded up to 64 bytes.
-  // At least 64 when `models` is empty.
+  // Page size (K plus V) for `models`: the least common multiple of their
+  // BlockBytes, or the largest rounded up to 64 bytes when the multiple is
+  // more than 8 times the largest. At least 64.
   static int64_t PageBytesFor(
       const std::vector<std::shared_ptr<const Model>>& models);
 
@@ -99,6 +104,10 @@ class KvBlockPool {
  private:
   KvBlockPool(uint8_t* base, size_t mapped_bytes, int64_t page_bytes,
               int64_t total_pages);
+
+  // Start of the K half and of the V half.
+  uint8_t* k_half() const { return base_; }
+  uint8_t* v_half() const { return base_ + total_pages_ * page_bytes_ / 2; }
 
   uint8_t* const base_;
   const size_t mapped_bytes_;

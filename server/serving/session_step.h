@@ -29,7 +29,8 @@ class SessionStep {
   int64_t start_position() const { return start_position_; }
   // Tokens the step appends.
   int64_t new_tokens() const { return new_tokens_; }
-  // Blocks holding positions 0 .. start_position + new_tokens - 1, in order.
+  // Blocks holding positions 0 .. start_position + new_tokens - 1, in order,
+  // numbered as the kernel counts them in pool().
   const std::vector<int32_t>& block_table() const { return block_table_; }
   // Where those blocks live.
   const KvPoolView& pool() const { return pool_; }

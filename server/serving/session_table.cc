@@ -270,9 +270,14 @@ absl::StatusOr<std::unique_ptr<SessionStep>> SessionTable::BeginStep(
     ++live_versions_[{key.model, key.version}];
   }
   ReportLocked(key.model);
-  std::vector<int32_t> table(
-      session->blocks.begin(),
-      session->blocks.begin() + BlocksFor(session->length + new_tokens));
+  // The step's blocks in the kernel's numbering (see KvPoolView).
+  const int64_t used = BlocksFor(session->length + new_tokens);
+  std::vector<int32_t> table;
+  table.reserve(static_cast<size_t>(used));
+  for (int64_t i = 0; i < used; ++i) {
+    table.push_back(
+        static_cast<int32_t>(session->blocks[i] * view->blocks_per_page));
+  }
   return std::unique_ptr<SessionStep>(new Step(
       this, session, session->length, new_tokens, std::move(table), *view));
 }
