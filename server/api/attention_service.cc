@@ -366,7 +366,7 @@ absl::Status AttentionServiceImpl::Prepare(
                      "; use 0 for the newest version or a positive number"));
   }
   absl::StatusOr<std::shared_ptr<const Model>> model =
-      repository_->Get(request.model(), request.version());
+      ResolveModel(context, request);
   if (!model.ok()) return model.status();
   if (budget_ != nullptr) {
     absl::StatusOr<InflightBudget::Reservation> r =

@@ -152,6 +152,11 @@ class AttentionServiceImpl final
   static void FillResponse(const ResponseSpec& spec, AttentionResult result,
                            v1::AttendResponse* response);
 
+  // The model a request runs on: a continuing session step's pinned
+  // version, else the repository's answer (NOT_FOUND for unknown ones).
+  absl::StatusOr<std::shared_ptr<const Model>> ResolveModel(
+      const grpc::CallbackServerContext& context,
+      const v1::AttendRequest& request) const;
   // Admits the session step `request` (validated into task->job) in the
   // session table; sets task->step. Errors: as SessionTable::BeginStep.
   absl::Status BeginSessionStep(const grpc::CallbackServerContext& context,

@@ -74,6 +74,21 @@ void AttentionServiceImpl::EnableSessions(SessionTable* sessions,
   scope_by_token_ = scope_by_token;
 }
 
+absl::StatusOr<std::shared_ptr<const Model>> AttentionServiceImpl::ResolveModel(
+    const grpc::CallbackServerContext& context,
+    const v1::AttendRequest& request) const {
+  // A continuing step goes to the version its session is pinned to, loaded
+  // or not (docs/ARCHITECTURE.md, "Sessions and model versions").
+  if (sessions_ != nullptr && !request.session_id().empty() &&
+      !request.session_start()) {
+    std::shared_ptr<const Model> pinned = sessions_->PinnedModel(
+        SessionScope(context, scope_by_token_), request.model(),
+        request.version(), request.session_id());
+    if (pinned != nullptr) return pinned;
+  }
+  return repository_->Get(request.model(), request.version());
+}
+
 absl::Status AttentionServiceImpl::BeginSessionStep(
     const grpc::CallbackServerContext& context,
     const v1::AttendRequest& request, const std::shared_ptr<const Model>& model,
@@ -113,12 +128,16 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::EndSession(
     status = absl::FailedPreconditionError(
         "this server does not keep sessions (no KV cache)");
   } else {
-    absl::StatusOr<std::shared_ptr<const Model>> model =
-        repository_->Get(request->model(), request->version());
+    const std::string scope = SessionScope(*context, scope_by_token_);
+    absl::StatusOr<std::shared_ptr<const Model>> model = sessions_->PinnedModel(
+        scope, request->model(), request->version(), request->session_id());
+    if (*model == nullptr) {
+      model = repository_->Get(request->model(), request->version());
+    }
     status = model.status();
     if (model.ok()) {
-      SessionKey key{SessionScope(*context, scope_by_token_), (*model)->name,
-                     (*model)->version, request->session_id()};
+      SessionKey key{scope, (*model)->name, (*model)->version,
+                     request->session_id()};
       absl::StatusOr<int64_t> length = sessions_->End(key);
       status = length.status();
       if (length.ok()) response->set_session_length(*length);

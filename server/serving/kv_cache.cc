@@ -1,6 +1,7 @@
 #include "server/serving/kv_cache.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <numeric>
@@ -13,6 +14,19 @@ namespace {
 
 int64_t ElementBytes(const Model& model) {
   return model.config.kv_cache_dtype == "bfloat16" ? 2 : 4;
+}
+
+// Gives the OS page frames wholly inside [begin, begin + bytes) back, so
+// that a freed block stops counting in the process's RSS (the next write
+// faults in a zero page).
+void DiscardFrames(uint8_t* begin, int64_t bytes) {
+  static const uintptr_t frame = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t lo =
+      (reinterpret_cast<uintptr_t>(begin) + frame - 1) / frame * frame;
+  const uintptr_t hi =
+      (reinterpret_cast<uintptr_t>(begin) + static_cast<uintptr_t>(bytes)) /
+      frame * frame;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
 }  // namespace
@@ -88,6 +102,11 @@ bool KvBlockPool::Allocate(int64_t n, std::vector<int32_t>* out) {
 }
 
 void KvBlockPool::Release(absl::Span<const int32_t> pages) {
+  const int64_t half = page_bytes_ / 2;
+  for (int32_t page : pages) {
+    DiscardFrames(k_half() + page * half, half);
+    DiscardFrames(v_half() + page * half, half);
+  }
   free_.insert(free_.end(), pages.begin(), pages.end());
 }
 

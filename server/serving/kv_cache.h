@@ -93,7 +93,8 @@ class KvBlockPool {
   // takes nothing) when fewer than `n` are free.
   bool Allocate(int64_t n, std::vector<int32_t>* out);
 
-  // Returns pages to the free list. REQUIRES: each was allocated and not yet
+  // Returns pages to the free list and their memory frames to the OS
+  // (madvise), so that RSS falls. REQUIRES: each was allocated and not yet
   // released.
   void Release(absl::Span<const int32_t> pages);
 

@@ -325,6 +325,21 @@ absl::StatusOr<int64_t> SessionTable::End(const SessionKey& key) {
   return length;
 }
 
+std::shared_ptr<const Model> SessionTable::PinnedModel(
+    const std::string& scope, const std::string& model, int64_t version,
+    const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  // live_versions_ is ordered by (name, version): newest last.
+  for (auto it = live_versions_.rbegin(); it != live_versions_.rend(); ++it) {
+    const auto& [name, v] = it->first;
+    if (name != model || it->second == 0) continue;
+    if (version != 0 && v != version) continue;
+    auto found = sessions_.find(MapKey(SessionKey{scope, model, v, id}));
+    if (found != sessions_.end()) return found->second->model;
+  }
+  return nullptr;
+}
+
 int64_t SessionTable::LiveSessions(const std::string& model,
                                    int64_t version) const {
   absl::MutexLock lock(&mu_);

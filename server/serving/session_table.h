@@ -115,6 +115,15 @@ class SessionTable {
   // Ends a session; returns its length. Errors: NOT_FOUND.
   absl::StatusOr<int64_t> End(const SessionKey& key);
 
+  // The version a live session `id` of `model` in `scope` is pinned to, so
+  // that its steps and EndSession reach it even after that version left the
+  // repository (unloaded or superseded). `version` 0: the newest version
+  // with such a session. Null when there is none.
+  std::shared_ptr<const Model> PinnedModel(const std::string& scope,
+                                           const std::string& model,
+                                           int64_t version,
+                                           const std::string& id) const;
+
   // Live sessions of `model` version `version`.
   int64_t LiveSessions(const std::string& model, int64_t version) const;
   // Frees every session idle past its timeout at `now`; returns how many.
