@@ -11,6 +11,7 @@ import queue
 import random
 import re
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -91,9 +92,9 @@ class ServerCase(unittest.TestCase):
     """A server on the repository cls.tmp with metrics, and its client."""
 
     @classmethod
-    def start_server(cls, kv_cache_bytes):
+    def start_server(cls, kv_cache_bytes, extra=()):
         cls.server = h.ServerProcess(cls.tmp.name, [f"--kv_cache_bytes={kv_cache_bytes}",
-                                                    f"--metrics_port={free_port()}"])
+                                                    f"--metrics_port={free_port()}", *extra])
         cls.target = cls.server.start()
         cls.client = attnserve.Client(cls.target)
 
@@ -390,6 +391,55 @@ class CacheFullTest(ServerCase):
         self.assertEqual(r.session_length, 66)
         self.assertLessEqual(
             float(np.max(np.abs(r.output - torch_causal(self.layer, x[:66])[65:]))), TOL)
+
+
+
+class VersionPinTest(ServerCase):
+    """A session keeps its version: unloading the model takes it out of
+    routing, but the session's steps and EndSession still reach it (version 0
+    too), and its memory is freed when the last session ends."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.layer = write_llama(os.path.join(cls.tmp.name, "pin"), 8, 32, 4, 2)
+        cls.start_server(1 << 20, ["--enable_model_control"])
+
+    def admin(self, *args):
+        r = subprocess.run([h.CLI, *args, f"--target={self.target}"], capture_output=True,
+                           text=True, timeout=CALL_TIMEOUT_S)
+        return r.returncode, r.stdout + r.stderr
+
+    def test_unload_keeps_live_sessions(self):
+        c = self.client
+        x = h.random_array(np.random.default_rng(22), 12, 32)
+        c.start_session("kept", x[:8], model="pin")
+        code, out = self.admin("unload", "--model=pin")
+        self.assertEqual(code, 0, out)
+        with self.assertRaises(grpc.RpcError) as ctx:  # out of routing
+            c.attend(x[:2], model="pin", timeout=CALL_TIMEOUT_S)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.NOT_FOUND)
+        with self.assertRaises(grpc.RpcError) as ctx:  # no new sessions
+            c.start_session("new", x[:2], model="pin", timeout=CALL_TIMEOUT_S)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.NOT_FOUND)
+        code, out = self.admin("status", "--model=pin")
+        self.assertIn("UNLOADING", out)  # the session holds the version
+        for p in range(8, 12):
+            r = c.step("kept", x[p:p + 1], p, model="pin", timeout=CALL_TIMEOUT_S)
+            self.assertEqual((r.version, r.session_length), (1, p + 1))
+            self.assertLessEqual(
+                float(np.max(np.abs(r.output - torch_causal(self.layer, x[:p + 1])[p:]))),
+                TOL)
+        self.assertEqual(c.end_session("kept", model="pin"), 12)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "UNLOADING" in out:
+            time.sleep(0.2)
+            code, out = self.admin("status", "--model=pin")
+        self.assertNotIn("UNLOADING", out)
+        code, out = self.admin("load", "--model=pin")
+        self.assertEqual(code, 0, out)
+        self.assertEqual(c.start_session("new", x[:2], model="pin").session_length, 2)
+        c.end_session("new", model="pin")
 
 
 if __name__ == "__main__":
