@@ -394,6 +394,48 @@ class CacheFullTest(ServerCase):
 
 
 
+class TokenScopeTest(ServerCase):
+    """With --auth_token_file a session id is scoped to the caller's token:
+    another caller neither sees nor ends it, and may use the same id for a
+    session of its own."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.layer = write_llama(os.path.join(cls.tmp.name, "scoped"), 9, 32, 4, 2)
+        tokens = os.path.join(cls.tmp.name, "tokens")
+        with open(tokens, "w") as f:
+            f.write("token-alice-0123456789\ntoken-bob-0123456789\n")
+        cls.start_server(1 << 20, [f"--auth_token_file={tokens}"])
+        cls.bob = attnserve.Client(cls.target, auth_token="token-bob-0123456789")
+        cls.alice = attnserve.Client(cls.target, auth_token="token-alice-0123456789")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.alice.close()
+        cls.bob.close()
+        super().tearDownClass()
+
+    def test_ids_are_per_token(self):
+        rng = np.random.default_rng(23)
+        xa, xb = h.random_array(rng, 6, 32), h.random_array(rng, 6, 32)
+        self.alice.start_session("shared-id", xa[:5], model="scoped")
+        for call in (lambda: self.bob.step("shared-id", xb[:1], 5, model="scoped"),
+                     lambda: self.bob.end_session("shared-id", model="scoped")):
+            with self.assertRaises(grpc.RpcError) as ctx:
+                call()
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.NOT_FOUND)
+        self.bob.start_session("shared-id", xb[:2], model="scoped")
+        ra = self.alice.step("shared-id", xa[5:6], 5, model="scoped")
+        rb = self.bob.step("shared-id", xb[2:3], 2, model="scoped")
+        self.assertEqual((ra.session_length, rb.session_length), (6, 3))
+        for r, x in ((ra, xa[:6]), (rb, xb[:3])):
+            err = float(np.max(np.abs(r.output - torch_causal(self.layer, x)[-1:])))
+            self.assertLessEqual(err, TOL)
+        self.assertEqual(self.alice.end_session("shared-id", model="scoped"), 6)
+        self.assertEqual(self.bob.end_session("shared-id", model="scoped"), 3)
+
+
 class VersionPinTest(ServerCase):
     """A session keeps its version: unloading the model takes it out of
     routing, but the session's steps and EndSession still reach it (version 0
