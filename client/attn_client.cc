@@ -124,6 +124,55 @@ absl::StatusOr<v1::ListModelsResponse> Client::ListModels(absl::Time deadline) {
   return response;
 }
 
+namespace {
+
+v1::AttendRequest StepRequest(const std::string& model, int64_t version,
+                              const std::string& session_id,
+                              const v1::Tensor& tokens, int64_t position,
+                              bool start) {
+  v1::AttendRequest request;
+  request.set_model(model);
+  request.set_version(version);
+  *request.mutable_query() = tokens;
+  request.set_session_id(session_id);
+  request.set_session_start(start);
+  request.set_session_position(position);
+  return request;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::AttendResponse> Client::StartSession(
+    const std::string& model, int64_t version, const std::string& session_id,
+    const v1::Tensor& prefix, absl::Time deadline) {
+  return Attend(StepRequest(model, version, session_id, prefix, 0, true),
+                deadline);
+}
+
+absl::StatusOr<v1::AttendResponse> Client::Step(
+    const std::string& model, int64_t version, const std::string& session_id,
+    const v1::Tensor& tokens, int64_t position, absl::Time deadline) {
+  return Attend(
+      StepRequest(model, version, session_id, tokens, position, false),
+      deadline);
+}
+
+absl::StatusOr<int64_t> Client::EndSession(const std::string& model,
+                                           int64_t version,
+                                           const std::string& session_id,
+                                           absl::Time deadline) {
+  grpc::ClientContext context;
+  SetDeadline(context, deadline);
+  v1::EndSessionRequest request;
+  request.set_model(model);
+  request.set_version(version);
+  request.set_session_id(session_id);
+  v1::EndSessionResponse response;
+  grpc::Status status = stub_->EndSession(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.session_length();
+}
+
 absl::StatusOr<v1::ModelInfo> Client::GetModel(const std::string& name,
                                                int64_t version,
                                                absl::Time deadline) {

@@ -98,6 +98,29 @@ class Client {
   void AttendAsync(v1::AttendRequest request, absl::Time deadline,
                    AttendCallback done);
 
+  // Sessions (stateful decoding, README "Sessions"). A step appends the
+  // tokens of `tokens` ([S, d_model] or [1, S, d_model]) to session
+  // `session_id` of `model` (version 0: newest for a start, the session's
+  // own version after) and returns their causal attention over every cached
+  // token; response.session_length() is the new length. Step always sends
+  // session_position = `position` (the previous session_length), so a
+  // retried step is refused (FAILED_PRECONDITION, or NOT_FOUND on another
+  // replica) and never applied twice. Errors: as the server's Attend
+  // (ALREADY_EXISTS for a live id on StartSession, NOT_FOUND for an
+  // unknown, ended, expired or evicted one: start again with the prefix).
+  absl::StatusOr<v1::AttendResponse> StartSession(
+      const std::string& model, int64_t version, const std::string& session_id,
+      const v1::Tensor& prefix, absl::Time deadline = absl::InfiniteFuture());
+  absl::StatusOr<v1::AttendResponse> Step(
+      const std::string& model, int64_t version, const std::string& session_id,
+      const v1::Tensor& tokens, int64_t position,
+      absl::Time deadline = absl::InfiniteFuture());
+  // Ends a session and frees its KV cache; returns its length. Errors:
+  // NOT_FOUND when it is not live.
+  absl::StatusOr<int64_t> EndSession(
+      const std::string& model, int64_t version, const std::string& session_id,
+      absl::Time deadline = absl::InfiniteFuture());
+
   // Every loaded model version.
   absl::StatusOr<v1::ListModelsResponse> ListModels(
       absl::Time deadline = absl::InfiniteFuture());

@@ -23,6 +23,7 @@
 #include "kernels/internal/flash_core.h"
 #include "kernels/internal/linear.h"
 #include "kernels/internal/masking.h"
+#include "kernels/internal/paged_decode.h"
 #include "kernels/internal/scratch_arena.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -106,6 +107,10 @@ absl::StatusOr<AttentionConfig> ResolveConfig(const AttentionConfig& in) {
       c.compute_dtype != ComputeDType::kBFloat16) {
     return absl::InvalidArgumentError("compute_dtype has an unknown value");
   }
+  if (c.rope_theta != 0.0 || c.sliding_window != 0) {
+    return absl::UnimplementedError(
+        "rope_theta and sliding_window are not implemented yet");
+  }
   return c;
 }
 
@@ -188,6 +193,72 @@ absl::Status CheckInput(const AttentionConfig& c, const AttentionInput& in,
   return absl::OkStatus();
 }
 
+absl::Status CheckPaged(const AttentionConfig& c, const float* x,
+                        absl::Span<const PagedSequence> seqs,
+                        const KvPool& pool, const float* out,
+                        int64_t* total_tokens) {
+  const KvPoolLayout& L = pool.layout;
+  if (x == nullptr || out == nullptr) {
+    return absl::InvalidArgumentError("ForwardPaged: x or out is null");
+  }
+  if (L.num_kv_heads != c.num_kv_heads || L.head_dim != c.head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV pool layout has num_kv_heads ", L.num_kv_heads, " and head_dim ",
+        L.head_dim, ", but the layer has num_kv_heads ", c.num_kv_heads,
+        " and head_dim ", c.head_dim));
+  }
+  if (L.block_tokens < 1 || L.block_tokens > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV pool block_tokens must be in [1, 256], got ", L.block_tokens));
+  }
+  if (L.dtype != KvPoolLayout::Dtype::kF32 &&
+      L.dtype != KvPoolLayout::Dtype::kBf16) {
+    return absl::InvalidArgumentError("KV pool dtype has an unknown value");
+  }
+  if (pool.k_base == nullptr || pool.v_base == nullptr || pool.num_blocks < 1) {
+    return absl::InvalidArgumentError(
+        "KV pool has no memory (null k_base/v_base or num_blocks < 1)");
+  }
+  int64_t total = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const PagedSequence& s = seqs[i];
+    auto error = [i](auto... parts) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("paged sequence ", i, ": ", parts...));
+    };
+    if (s.start_position < 0 || s.start_position > kMaxDim) {
+      return error("start_position must be in [0, ", kMaxDim, "], got ",
+                   s.start_position);
+    }
+    if (s.new_tokens < 1 || s.new_tokens > kMaxDim) {
+      return error("new_tokens must be in [1, ", kMaxDim, "], got ",
+                   s.new_tokens);
+    }
+    if (s.block_table == nullptr) return error("block_table is null");
+    const int64_t length = s.start_position + s.new_tokens;
+    const int64_t needed = (length + L.block_tokens - 1) / L.block_tokens;
+    if (s.num_blocks < needed) {
+      return error(length, " tokens need ", needed, " blocks of ",
+                   L.block_tokens, " tokens, but the block table has ",
+                   s.num_blocks);
+    }
+    for (int64_t b = 0; b < needed; ++b) {
+      if (s.block_table[b] < 0 || s.block_table[b] >= pool.num_blocks) {
+        return error("block_table[", b, "] = ", s.block_table[b],
+                     " is outside the pool's ", pool.num_blocks, " blocks");
+      }
+    }
+    total += s.new_tokens;
+  }
+  if (total > kMaxDim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ForwardPaged: at most ", kMaxDim,
+                     " new tokens per call, got ", total));
+  }
+  *total_tokens = total;
+  return absl::OkStatus();
+}
+
 // How one item of a Forward/ForwardBatch call maps onto the shared buffers.
 struct ItemPlan {
   bool self = false;      // key == value == query: fused QKV projection
@@ -251,6 +322,33 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
     }
     if (inputs.empty()) return absl::OkStatus();
     return Run(inputs, outputs);
+  }
+
+  absl::Status ForwardPaged(const float* x,
+                            absl::Span<const PagedSequence> seqs,
+                            const KvPool& pool, float* out) const override {
+    int64_t total = 0;
+    ATTN_RETURN_IF_ERROR(CheckPaged(config_, x, seqs, pool, out, &total));
+    if (seqs.empty()) return absl::OkStatus();
+    const AttentionConfig& c = config_;
+    const int64_t q_width = c.num_heads * c.head_dim;
+    const int64_t qkv_width = q_width + 2 * c.num_kv_heads * c.head_dim;
+    ScratchLayout layout;
+    const size_t qkv_at = layout.Add<float>(total * qkv_width);
+    const size_t ctx_at = layout.Add<float>(total * q_width);
+    ScratchPool::Lease arena = pool_.Acquire();
+    void* base = nullptr;
+    ATTN_RETURN_IF_ERROR(
+        internal::CallDnnl("allocating decode attention scratch", [&] {
+          base = arena->Reserve(layout.bytes());
+          return absl::OkStatus();
+        }));
+    float* qkv = ScratchLayout::At<float>(base, qkv_at);
+    float* ctx = ScratchLayout::At<float>(base, ctx_at);
+    // Q (scaled: the scale is folded into the fused weights), K, V.
+    ATTN_RETURN_IF_ERROR(qkv_proj_->Forward(x, total, qkv));
+    internal::PagedDecode(qkv, seqs, pool, c.num_heads, ctx);
+    return o_proj_->Forward(ctx, total, out);
   }
 
   const AttentionConfig& config() const override { return config_; }
@@ -534,6 +632,27 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
   return std::unique_ptr<MultiHeadAttention>(new MultiHeadAttentionImpl(
       c, engine, *std::move(qkv_proj), *std::move(q_proj), *std::move(k_proj),
       *std::move(v_proj), *std::move(o_proj)));
+}
+
+KvPoolLayout KvPoolLayoutFor(const AttentionConfig& config,
+                             KvPoolLayout::Dtype dtype, int block_tokens) {
+  KvPoolLayout layout;
+  layout.block_tokens = block_tokens;
+  layout.num_kv_heads = static_cast<int>(
+      config.num_kv_heads != 0 ? config.num_kv_heads : config.num_heads);
+  layout.head_dim = static_cast<int>(
+      config.head_dim != 0
+          ? config.head_dim
+          : (config.num_heads != 0 ? config.d_model / config.num_heads : 0));
+  layout.dtype = dtype;
+  return layout;
+}
+
+absl::Status MultiHeadAttention::ForwardPaged(
+    const float* /*x*/, absl::Span<const PagedSequence> /*seqs*/,
+    const KvPool& /*pool*/, float* /*out*/) const {
+  return absl::UnimplementedError(
+      "this attention layer does not implement ForwardPaged (paged KV cache)");
 }
 
 absl::Status MultiHeadAttention::ForwardBatch(

@@ -27,6 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "kernels/paged_attention.h"
 
 namespace attn::kernels {
 
@@ -46,7 +47,27 @@ struct AttentionConfig {
   // Score scale. 0 means 1/sqrt(head_dim).
   float scale = 0.0f;
   ComputeDType compute_dtype = ComputeDType::kFloat32;
+  // Rotary position embedding of Q and K (after projection, at absolute
+  // positions): 0 means none; otherwise the base theta (Llama: 10000).
+  // REQUIRES: finite, >= 0.
+  double rope_theta = 0.0;
+  // How dimensions pair up for the rotation.
+  enum class RopeStyle {
+    kHalf,         // (d, d + rope_dims/2): Hugging Face rotate_half
+    kInterleaved,  // (2i, 2i + 1): GPT-J / original Meta
+  };
+  RopeStyle rope_style = RopeStyle::kHalf;
+  // Leading dimensions of each head that are rotated; 0 means head_dim.
+  // REQUIRES: even, <= head_dim.
+  int64_t rope_dims = 0;
+  // 0: no window. Otherwise query position i attends keys j with
+  // i - sliding_window < j <= i; Forward then REQUIRES causal.
+  int64_t sliding_window = 0;
 };
+
+// The pool layout for `config`'s KV heads and head width.
+KvPoolLayout KvPoolLayoutFor(const AttentionConfig& config,
+                             KvPoolLayout::Dtype dtype, int block_tokens = 16);
 
 // Weights of one layer in PyTorch's layout: Linear weights are
 // [out_features, in_features], row-major, fp32 (callers convert bf16/f16 files
@@ -131,6 +152,24 @@ class MultiHeadAttention {
   virtual absl::Status ForwardBatch(
       absl::Span<const AttentionInput> inputs,
       absl::Span<const AttentionOutput> outputs) const;
+
+  // Incremental attention over a paged KV cache (kernels/paged_attention.h):
+  // projects Q, K, V of the new tokens of every sequence (rows of `x`, in
+  // `seqs` order: [sum new_tokens, d_model]), applies the rotary embedding
+  // at absolute positions start_position.., writes K and V of the new tokens
+  // into the sequence's pool blocks, then attends each new query causally
+  // over its sequence's cached and new keys (within sliding_window) and
+  // applies the output projection into `out` ([sum new_tokens, d_model]).
+  // The result for a sequence equals the last new_tokens rows of a causal
+  // self-attention Forward over its whole prefix (within rounding, and the
+  // bf16 rounding of a bf16 pool). Errors: INVALID_ARGUMENT for a pool
+  // layout that does not match the layer, too few blocks, a block id out of
+  // range, or bad positions/pointers (nothing is written then); INTERNAL if
+  // oneDNN fails (then the new tokens' slots may hold garbage; the cached
+  // tokens are never modified). The default returns UNIMPLEMENTED.
+  virtual absl::Status ForwardPaged(const float* x,
+                                    absl::Span<const PagedSequence> seqs,
+                                    const KvPool& pool, float* out) const;
 
   // The resolved configuration (defaults filled in).
   virtual const AttentionConfig& config() const = 0;

@@ -52,6 +52,11 @@ ABSL_FLAG(int64_t, max_inflight_bytes, 0,
           "decoded, queued, computing, answering); a request that would "
           "cross it gets RESOURCE_EXHAUSTED at once, before it is decoded. "
           "0 = a quarter of physical memory, at most 4 GiB.");
+ABSL_FLAG(int64_t, kv_cache_bytes, 0,
+          "Bytes of the session KV cache, reserved at start-up and cut into "
+          "16-token blocks; when full, idle sessions are evicted (least "
+          "recently used first). 0 = a quarter of physical memory, at most "
+          "4 GiB.");
 ABSL_FLAG(int, threads,
           static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
           "Threads for each kernel call (one kernel call runs at a time). "
@@ -312,6 +317,7 @@ int Run() {
               << "; expected 0 (default) or a positive byte count\n";
     return 1;
   }
+  options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   options.max_connection_age_s = absl::GetFlag(FLAGS_grpc_max_connection_age_s);
   options.max_connection_age_grace_s =
       absl::GetFlag(FLAGS_grpc_max_connection_age_grace_s);

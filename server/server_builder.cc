@@ -160,6 +160,18 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
       if (absl::Status s = warm_up(*model); !s.ok()) return s;
     }
   }
+  SessionTable::Options session_options;
+  session_options.kv_cache_bytes = options.kv_cache_bytes;
+  session_options.clock = options.clock;
+  if (server->metrics_ != nullptr) {
+    server->session_metrics_ =
+        std::make_unique<SessionMetrics>(server->metrics_->registry());
+    session_options.observer = server->session_metrics_.get();
+  }
+  absl::StatusOr<std::unique_ptr<SessionTable>> sessions =
+      SessionTable::Create(session_options, server->repository_->List());
+  if (!sessions.ok()) return sessions.status();
+  server->sessions_ = std::move(*sessions);
   Batcher::Options batcher_options;
   batcher_options.threads = threads;
   batcher_options.executor_nice = options.executor_nice;
@@ -192,6 +204,8 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
       server->metrics_.get(), server->budget_.get());
   server->v2_service_ =
       std::make_unique<InferenceServiceImpl>(server->service_.get());
+  server->service_->EnableSessions(server->sessions_.get(),
+                                   options.security.tokens != nullptr);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -31,6 +31,7 @@
 #include "server/models/model_repository.h"
 #include "server/observability/metrics.h"
 #include "server/observability/metrics_endpoint.h"
+#include "server/observability/session_metrics.h"
 #include "server/serving/batcher.h"
 #include "server/serving/clock.h"
 #include "server/serving/inflight_budget.h"
@@ -68,6 +69,11 @@ struct ServerOptions {
   // 4 GiB). gRPC's transport memory (ResourceQuota) is bounded to this plus
   // one largest message. Default: 0. REQUIRES: >= 0.
   int64_t max_inflight_bytes = 0;
+  // Budget of the session KV cache, bytes, reserved at start-up (see
+  // server/serving/session_table.h). 0 means KvBlockPool::DefaultBytes()
+  // (a quarter of physical memory, at most 4 GiB). Default: 0.
+  // REQUIRES: >= 0.
+  int64_t kv_cache_bytes = 0;
   // Time source for the batcher. Not owned. Default (nullptr): real clock.
   Clock* clock = nullptr;
   // Port of the Prometheus /metrics endpoint, on `host`, separate from the
@@ -157,6 +163,8 @@ class AttentionServer {
   // The in-flight byte budget (its limit and current use).
   const InflightBudget& budget() const { return *budget_; }
 
+  // The live sessions and their KV cache.
+  const SessionTable& sessions() const { return *sessions_; }
   // The gRPC receive limit in force, and where it came from ("the flag", or
   // the model that needs the most).
   int64_t receive_limit() const { return receive_limit_; }
@@ -203,6 +211,8 @@ class AttentionServer {
   // Reports to lifecycle_events_; stopped in Shutdown() before the batcher.
   std::unique_ptr<ModelLifecycle> lifecycle_;
   std::unique_ptr<InflightBudget> budget_;
+  std::unique_ptr<SessionMetrics> session_metrics_;  // null: metrics off
+  std::unique_ptr<SessionTable> sessions_;  // outlives the batcher's steps
   int64_t receive_limit_ = 0;
   std::string receive_limit_source_;
   std::unique_ptr<Batcher> batcher_;

@@ -75,6 +75,15 @@ ABSL_FLAG(absl::Duration, latency_limit, absl::ZeroDuration(),
 ABSL_FLAG(std::string, json, "", "write the JSON report to this file");
 ABSL_FLAG(std::string, csv, "", "write the CSV report to this file");
 ABSL_FLAG(std::string, html, "", "write the HTML report to this file");
+ABSL_FLAG(int, sessions, 0,
+          "decode mode: this many sessions, each a prefill of --context "
+          "tokens then one-token steps on a stream (0 = off)");
+ABSL_FLAG(int64_t, context, 128, "decode mode: prefill tokens per session");
+ABSL_FLAG(int64_t, decode_steps, 0,
+          "decode mode: steps per session (0 = for --duration)");
+ABSL_FLAG(int, recompute_requests, 2,
+          "decode mode: stateless causal calls over --context tokens per "
+          "session, the cost of a step without the KV cache");
 ABSL_FLAG(bool, quiet, false,
           "no progress line and no per-step lines on stderr");
 
@@ -168,6 +177,10 @@ absl::StatusOr<Options> OptionsFromFlags() {
   o.csv_path = absl::GetFlag(FLAGS_csv);
   o.html_path = absl::GetFlag(FLAGS_html);
   o.quiet = absl::GetFlag(FLAGS_quiet);
+  o.sessions = absl::GetFlag(FLAGS_sessions);
+  o.context = absl::GetFlag(FLAGS_context);
+  o.decode_steps = absl::GetFlag(FLAGS_decode_steps);
+  o.recompute_requests = absl::GetFlag(FLAGS_recompute_requests);
   if (absl::Status s = o.Validate(); !s.ok()) return s;
   return o;
 }

@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/loadgen/channels.h"
+#include "client/loadgen/decode_mode.h"
 #include "client/loadgen/flags.h"
 #include "client/loadgen/payloads.h"
 #include "client/loadgen/progress.h"
@@ -76,6 +77,16 @@ int Run(const Options& options) {
   if (!d_model.ok()) {
     std::cerr << "attn_loadgen: " << d_model.status() << "\n";
     return 1;
+  }
+  if (options.sessions > 0) {
+    absl::StatusOr<DecodeReport> decode =
+        RunDecode(options, &connections, *d_model);
+    if (!decode.ok()) {
+      std::cerr << "attn_loadgen: " << decode.status() << "\n";
+      return 1;
+    }
+    std::cout << DecodeText(*decode) << std::flush;
+    return 0;
   }
   absl::StatusOr<PayloadSet> payloads = PayloadSet::Build(options, *d_model);
   if (!payloads.ok()) {

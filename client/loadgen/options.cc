@@ -47,6 +47,10 @@ absl::Status Options::Validate() const {
   if (batch < 1) return bad("--batch must be >= 1");
   if (key_len < 0) return bad("--key_len must be >= 0");
   if (d_model < 0) return bad("--d_model must be >= 0");
+  if (sessions < 0) return bad("--sessions must be >= 0 (0 = no decode mode)");
+  if (sessions > 0 && context < 1) return bad("--context must be >= 1");
+  if (decode_steps < 0) return bad("--decode_steps must be >= 0");
+  if (recompute_requests < 0) return bad("--recompute_requests must be >= 0");
   if (concurrency < 1) return bad("--concurrency must be >= 1");
   if (rate < 0 || !std::isfinite(rate)) return bad("--rate must be >= 0");
   if (max_inflight < 1) return bad("--max_inflight must be >= 1");

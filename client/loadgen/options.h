@@ -80,6 +80,12 @@ struct Options {
   absl::Duration late_threshold = absl::Milliseconds(1);
   bool errors_in_latency = false;
 
+  // --- decode mode (decode_mode.h) ---
+  int sessions = 0;            // > 0: decode mode with this many sessions
+  int64_t context = 128;       // prefill tokens of each session
+  int64_t decode_steps = 0;    // > 0: steps per session instead of duration
+  int recompute_requests = 2;  // stateless full-prefix calls per session
+
   // --- sweep and stability ---
   SweepSpec sweep;
   int stable_windows = 0;  // 0: 3 for sweeps, 1 otherwise

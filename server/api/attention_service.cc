@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/status_macros.h"
+#include "server/api/session_requests.h"
 #include "server/api/tensor_codec.h"
 
 namespace attn::server {
@@ -354,12 +356,20 @@ absl::Status AttentionServiceImpl::Prepare(
     const grpc::CallbackServerContext& context,
     const v1::AttendRequest& request, BatchTask* task, ResponseSpec* spec,
     InflightBudget::Reservation* reservation) const {
-  return Prepare(ContextDeadline(context), request, task, spec, reservation);
+  return PrepareImpl(ContextDeadline(context), &context, request, task, spec,
+                     reservation);
 }
 
 absl::Status AttentionServiceImpl::Prepare(
     absl::Time deadline, const v1::AttendRequest& request, BatchTask* task,
     ResponseSpec* spec, InflightBudget::Reservation* reservation) const {
+  return PrepareImpl(deadline, nullptr, request, task, spec, reservation);
+}
+
+absl::Status AttentionServiceImpl::PrepareImpl(
+    absl::Time deadline, const grpc::CallbackServerContext* context,
+    const v1::AttendRequest& request, BatchTask* task, ResponseSpec* spec,
+    InflightBudget::Reservation* reservation) const {
   if (request.model().empty()) {
     return absl::InvalidArgumentError(
         "model is empty; set AttendRequest.model (ListModels shows the "
@@ -370,8 +380,15 @@ absl::Status AttentionServiceImpl::Prepare(
         absl::StrCat("version is ", request.version(),
                      "; use 0 for the newest version or a positive number"));
   }
+  const bool session = IsSessionRequest(request);
+  if (session && context == nullptr) {
+    return absl::InvalidArgumentError(
+        "sessions are an attn.v1.AttentionService feature; KServe v2 "
+        "requests are stateless");
+  }
   absl::StatusOr<std::shared_ptr<const Model>> model =
-      repository_->Get(request.model(), request.version());
+      context != nullptr ? ResolveModel(*context, request)
+                         : repository_->Get(request.model(), request.version());
   if (!model.ok()) return model.status();
   if (budget_ != nullptr) {
     absl::StatusOr<InflightBudget::Reservation> r =
@@ -380,6 +397,7 @@ absl::Status AttentionServiceImpl::Prepare(
     if (!r.ok()) return r.status();
     *reservation = *std::move(r);
   }
+  if (session) ATTN_RETURN_IF_ERROR(CheckSessionRequest(request));
   absl::StatusOr<ValidatedRequest> validated =
       ValidateAttendRequest(request, *model, limits_);
   if (!validated.ok()) return validated.status();
@@ -396,8 +414,11 @@ absl::Status AttentionServiceImpl::Prepare(
   spec->version = m.version;
   spec->request_id = request.request_id();
 
+  spec->session = session;
+
   task->job = std::move(validated->job);
   task->deadline = deadline;
+  if (session) return BeginSessionStep(*context, request, *model, task);
   return absl::OkStatus();
 }
 
@@ -420,6 +441,7 @@ void AttentionServiceImpl::FillResponse(const ResponseSpec& spec,
   response->set_model(spec.model);
   response->set_version(spec.version);
   response->set_request_id(spec.request_id);
+  if (spec.session) response->set_session_length(result.session_length);
   v1::Timing* timing = response->mutable_timing();
   timing->set_queue_us(result.timing.queue_us);
   timing->set_compute_us(result.timing.compute_us);

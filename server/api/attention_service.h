@@ -44,6 +44,7 @@
 #include "server/observability/metrics.h"
 #include "server/serving/batcher.h"
 #include "server/serving/inflight_budget.h"
+#include "server/serving/session_table.h"
 
 namespace attn::server {
 
@@ -87,6 +88,17 @@ class AttentionServiceImpl final
                                      const v1::GetModelRequest* request,
                                      v1::ModelInfo* response) override;
 
+  // Sessions (server/api/session_requests.cc). Without EnableSessions, a
+  // session step or EndSession is FAILED_PRECONDITION.
+  grpc::ServerUnaryReactor* EndSession(
+      grpc::CallbackServerContext* context,
+      const v1::EndSessionRequest* request,
+      v1::EndSessionResponse* response) override;
+  // `sessions` is not owned and must outlive every call; with
+  // `scope_by_token` session ids are scoped by the caller's bearer token.
+  // Call before the server starts.
+  void EnableSessions(SessionTable* sessions, bool scope_by_token);
+
   // Drain, step 1: from now on new calls are parked and open streams wind
   // down. Idempotent.
   void StopAccepting();
@@ -126,6 +138,7 @@ class AttentionServiceImpl final
     std::string model;
     int64_t version = 0;
     std::string request_id;
+    bool session = false;  // a session step: set session_length
   };
 
   // Resolves the model, takes the request's memory from the in-flight
@@ -148,6 +161,25 @@ class AttentionServiceImpl final
   static void FillResponse(const ResponseSpec& spec, AttentionResult result,
                            v1::AttendResponse* response);
 
+  // Both Prepare()s: `context` is null for KServe v2 requests (no
+  // sessions: their requests carry none).
+  absl::Status PrepareImpl(absl::Time deadline,
+                           const grpc::CallbackServerContext* context,
+                           const v1::AttendRequest& request, BatchTask* task,
+                           ResponseSpec* spec,
+                           InflightBudget::Reservation* reservation) const;
+  // The model a request runs on: a continuing session step's pinned
+  // version, else the repository's answer (NOT_FOUND for unknown ones).
+  absl::StatusOr<std::shared_ptr<const Model>> ResolveModel(
+      const grpc::CallbackServerContext& context,
+      const v1::AttendRequest& request) const;
+  // Admits the session step `request` (validated into task->job) in the
+  // session table; sets task->step. Errors: as SessionTable::BeginStep.
+  absl::Status BeginSessionStep(const grpc::CallbackServerContext& context,
+                                const v1::AttendRequest& request,
+                                const std::shared_ptr<const Model>& model,
+                                BatchTask* task) const;
+
   Batcher* batcher() const { return batcher_; }
 
   // Starts the metrics of one Attend request (records nothing when metrics
@@ -163,8 +195,10 @@ class AttentionServiceImpl final
   const std::shared_ptr<const ModelRepository> repository_;
   Batcher* const batcher_;
   const ValidationLimits limits_;
-  ServerMetrics* const metrics_;  // may be null
-  InflightBudget* const budget_;  // may be null (no budget)
+  ServerMetrics* const metrics_;      // may be null
+  InflightBudget* const budget_;      // may be null (no budget)
+  SessionTable* sessions_ = nullptr;  // null: sessions off
+  bool scope_by_token_ = false;
 
   mutable absl::Mutex drain_mu_;
   absl::CondVar drain_cv_;

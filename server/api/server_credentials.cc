@@ -48,7 +48,6 @@ void ProcessMetadata(void* state, grpc_auth_context* /*context*/,
                      grpc_process_auth_metadata_done_cb cb, void* user_data) {
   const auto* check = static_cast<const TokenCheck*>(state);
   std::optional<absl::string_view> authorization;
-  const grpc_metadata* authorization_md = nullptr;
   int authorization_count = 0;
   bool open_method = false;
   for (size_t i = 0; i < num_md; ++i) {
@@ -58,7 +57,6 @@ void ProcessMetadata(void* state, grpc_auth_context* /*context*/,
     } else if (key == "authorization") {
       ++authorization_count;
       authorization = View(md[i].value);
-      authorization_md = &md[i];
     }
   }
   if (open_method) {
@@ -68,8 +66,12 @@ void ProcessMetadata(void* state, grpc_auth_context* /*context*/,
   const AuthResult result =
       check->tokens->Check(authorization, authorization_count);
   if (result == AuthResult::kOk) {
-    // Consumed: handlers (and anything they log) never see the token.
-    cb(user_data, authorization_md, 1, nullptr, 0, GRPC_STATUS_OK, nullptr);
+    // Not consumed: the session table scopes session ids by the caller's
+    // token (server/api/session_requests.h, SessionScope). Handlers use it
+    // only as that in-memory key; nothing logs or returns metadata. (The
+    // auth context cannot carry a caller identity instead: gRPC shares one
+    // per connection, and a property added per call would accumulate.)
+    cb(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_OK, nullptr);
     return;
   }
   if (check->metrics != nullptr) check->metrics->AuthRejected(result);

@@ -155,6 +155,16 @@ absl::Status ParseBatching(const Json& object, const std::string& path,
       "max_queue_size, default_timeout_us");
 }
 
+absl::Status ParseSessions(const Json& object, const std::string& path,
+                           SessionOptions* out) {
+  ObjectReader r(object, path, "sessions.");
+  ATTN_RETURN_IF_ERROR(r.Int("max_sessions", 1, &out->max_sessions));
+  float timeout = static_cast<float>(out->idle_timeout_s);
+  ATTN_RETURN_IF_ERROR(r.PositiveFloat("idle_timeout_s", &timeout));
+  out->idle_timeout_s = timeout;
+  return r.CheckNoUnknownKeys("max_sessions, idle_timeout_s");
+}
+
 // "warmup": an array of {batch, seq, return_attention_weights} objects.
 absl::Status ParseWarmup(const Json& array, const std::string& path,
                          int64_t max_sequence_length,
@@ -307,6 +317,12 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   if (*batching != nullptr) {
     ATTN_RETURN_IF_ERROR(ParseBatching(**batching, path, &config.batching));
   }
+  ATTN_RETURN_IF_ERROR(r.String("kv_cache_dtype", &config.kv_cache_dtype));
+  absl::StatusOr<const Json*> sessions = r.Object("sessions");
+  if (!sessions.ok()) return sessions.status();
+  if (*sessions != nullptr) {
+    ATTN_RETURN_IF_ERROR(ParseSessions(**sessions, path, &config.sessions));
+  }
   absl::StatusOr<const Json*> warmup = r.Array("warmup");
   if (!warmup.ok()) return warmup.status();
   if (*warmup != nullptr) {
@@ -321,7 +337,14 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   }
   ATTN_RETURN_IF_ERROR(r.CheckNoUnknownKeys(
       "num_heads, num_kv_heads, head_dim, causal, compute_dtype, scale, "
-      "max_sequence_length, batching, warmup, version_policy"));
+      "max_sequence_length, batching, warmup, version_policy, kv_cache_dtype, "
+      "sessions"));
+  if (config.kv_cache_dtype != "float32" &&
+      config.kv_cache_dtype != "bfloat16") {
+    return r.Error("kv_cache_dtype",
+                   absl::StrCat("must be \"float32\" or \"bfloat16\", got \"",
+                                config.kv_cache_dtype, "\""));
+  }
 
   if (config.compute_dtype != "float32" && config.compute_dtype != "bfloat16") {
     return r.Error("compute_dtype",

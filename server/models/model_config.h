@@ -42,6 +42,19 @@ struct BatchingOptions {
   int64_t default_timeout_us = 0;
 };
 
+// Session limits of one model (config.json → "sessions"; see
+// server/serving/session_table.h).
+struct SessionOptions {
+  // Live sessions of one model version; a start past it evicts that
+  // version's least recently used idle session (reason "max_sessions"), or
+  // answers RESOURCE_EXHAUSTED when all are busy. Default: 1024.
+  int64_t max_sessions = 1024;
+  // A session without a step for this long is freed (its next step gets
+  // NOT_FOUND). Default: 300 s, longer than any pause between two decode
+  // steps of a live generation.
+  double idle_timeout_s = 300;
+};
+
 // One warm-up forward pass (config.json → "warmup": [{"batch": 1, "seq": 16,
 // "return_attention_weights": false}, ...]): run before the model serves so
 // that its oneDNN primitives exist and its weights are touched.
@@ -84,6 +97,10 @@ struct ModelConfig {
   float scale = 0.0f;                     // 0: 1/sqrt(head_dim)
   int64_t max_sequence_length = 8192;     // longest Sq or Sk accepted
   BatchingOptions batching;
+  // Element type of the session KV cache: "float32" | "bfloat16" (halves
+  // the cache's memory; K/V are rounded to bf16 when written).
+  std::string kv_cache_dtype = "float32";
+  SessionOptions sessions;
   // Default (key absent): [{1, 16}, {1, 16, weights}], the shape of a small
   // request on both the flash and the materialising core; [] turns it off.
   std::vector<WarmupShape> warmup = {{1, 16, false}, {1, 16, true}};

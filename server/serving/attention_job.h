@@ -67,6 +67,8 @@ struct AttentionResult {
   std::vector<float> output;   // [B, Sq, d_model]
   std::vector<float> weights;  // [B, H, Sq, Sk] when asked, else empty
   JobTiming timing;
+  // Session steps: the session's length after the step.
+  int64_t session_length = 0;
 };
 
 }  // namespace attn::server

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/thread_warmup.h"
+#include "server/serving/paged_forward.h"
 #include "server/serving/thread_priority.h"
 
 #ifdef _OPENMP
@@ -94,13 +95,18 @@ absl::Status Batcher::Submit(BatchTask task) {
     if (queue->model.expired()) queue->model = task.job.model;
   }
   const int64_t limit = key->config.batching.max_queue_size;
-  if (static_cast<int64_t>(queue->entries.size()) >= limit) {
+  std::deque<Entry>& lane =
+      task.step != nullptr ? queue->steps : queue->entries;
+  if (static_cast<int64_t>(lane.size()) >= limit) {
     return absl::UnavailableError(
         absl::StrCat(ModelLabel(*key), " is overloaded: its queue is full (",
-                     queue->entries.size(), " of max_queue_size ", limit,
+                     lane.size(), " of max_queue_size ", limit,
                      " requests waiting); retry with backoff"));
   }
-  queue->entries.push_back(Entry{std::move(task), now});
+  Entry entry;
+  entry.task = std::move(task);
+  entry.enqueued = now;
+  lane.push_back(std::move(entry));
   ++total_queued_;
   if (observer_ != nullptr) observer_->TaskQueued(*key);
   work_cv_.Signal();
@@ -131,7 +137,7 @@ void Batcher::PruneQueuesLocked() {
   size_t kept = 0;
   for (size_t i = 0; i < queues_.size(); ++i) {
     ModelQueue* q = queues_[i].get();
-    if (q->entries.empty() && q->model.expired()) {
+    if (q->entries.empty() && q->steps.empty() && q->model.expired()) {
       for (auto it = queue_index_.begin(); it != queue_index_.end(); ++it) {
         if (it->second == q) {
           queue_index_.erase(it);
@@ -150,7 +156,7 @@ void Batcher::PruneQueuesLocked() {
 Batcher::ModelQueue* Batcher::NextQueueLocked() {
   for (size_t tried = 0; tried < queues_.size(); ++tried) {
     const size_t i = (next_queue_ + tried) % queues_.size();
-    if (queues_[i]->entries.empty()) continue;
+    if (queues_[i]->entries.empty() && queues_[i]->steps.empty()) continue;
     next_queue_ = (i + 1) % queues_.size();
     return queues_[i].get();
   }
@@ -234,6 +240,7 @@ void Batcher::ExecutorLoop() {
   bool after_batch = false;  // the previous iteration ran a batch
   for (;;) {
     Batch batch;
+    StepBatch steps;
     {
       absl::MutexLock lock(&mu_);
       // Idle: nothing queued when the executor came back for work (or it
@@ -243,13 +250,31 @@ void Batcher::ExecutorLoop() {
       while (total_queued_ == 0 && !stopping_) work_cv_.Wait(&mu_);
       if (total_queued_ == 0) return;  // stopping and drained
       ModelQueue* queue = NextQueueLocked();
-      batch.model = queue->entries.front().task.job.model;
-      TakeLocked(queue, &batch, clock_->Now());
-      // An idle executor dispatches at once; one that was busy while these
-      // tasks queued may wait (bounded) for the batch to fill.
-      if (!idle) WaitToFillLocked(queue, &batch);
-      running_ =
-          static_cast<int64_t>(batch.entries.size() + batch.dropped.size());
+      // A model with both kinds of work alternates between them.
+      const bool run_steps = !queue->steps.empty() &&
+                             (queue->entries.empty() || !queue->steps_last);
+      queue->steps_last = run_steps;
+      if (run_steps) {
+        steps.model = queue->steps.front().task.job.model;
+        TakeStepsLocked(queue, &steps, clock_->Now());
+        running_ =
+            static_cast<int64_t>(steps.entries.size() + steps.dropped.size());
+      } else {
+        batch.model = queue->entries.front().task.job.model;
+        TakeLocked(queue, &batch, clock_->Now());
+        // An idle executor dispatches at once; one that was busy while
+        // these tasks queued may wait (bounded) for the batch to fill.
+        if (!idle) WaitToFillLocked(queue, &batch);
+        running_ =
+            static_cast<int64_t>(batch.entries.size() + batch.dropped.size());
+      }
+    }
+    if (steps.model != nullptr) {
+      RunSteps(std::move(steps));
+      after_batch = true;
+      absl::MutexLock lock(&mu_);
+      running_ = 0;
+      continue;
     }
     Run(std::move(batch));
     after_batch = true;
@@ -331,6 +356,129 @@ void Batcher::Run(Batch batch) {
       result.weights.clear();
     }
     entries[i].task.done(status, std::move(result));
+  }
+}
+
+void Batcher::TakeStepsLocked(ModelQueue* queue, StepBatch* batch,
+                              absl::Time now) {
+  const Model& model = *batch->model;
+  const int64_t max_requests = MaxBatchRequests(model);
+  int64_t budget = std::max<int64_t>(1, model.config.batching.max_batch_tokens);
+  std::deque<Entry>& steps = queue->steps;
+  // Pass 1 (FIFO): steps that finish in this call.
+  std::deque<Entry> rest;
+  while (!steps.empty()) {
+    Entry entry = std::move(steps.front());
+    steps.pop_front();
+    if (entry.done_tokens == 0 &&
+        !DropStatus(entry.task, entry.enqueued, now).ok()) {
+      --total_queued_;
+      batch->dropped.push_back(std::move(entry));
+      continue;
+    }
+    const int64_t remaining = entry.task.job.q_len - entry.done_tokens;
+    if (static_cast<int64_t>(batch->entries.size()) < max_requests &&
+        remaining <= budget) {
+      budget -= remaining;
+      --total_queued_;
+      batch->chunk.push_back(remaining);
+      batch->entries.push_back(std::move(entry));
+    } else {
+      rest.push_back(std::move(entry));
+    }
+  }
+  // Pass 2: a chunk of the oldest step that did not fit.
+  if (!rest.empty() && budget > 0 &&
+      static_cast<int64_t>(batch->entries.size()) < max_requests) {
+    --total_queued_;
+    batch->chunk.push_back(budget);
+    batch->entries.push_back(std::move(rest.front()));
+    rest.pop_front();
+  }
+  steps = std::move(rest);
+}
+
+void Batcher::RunSteps(StepBatch batch) {
+  const Model& model = *batch.model;
+  absl::Time start = clock_->Now();
+  for (Entry& entry : batch.dropped) {
+    if (observer_ != nullptr) {
+      observer_->TaskDequeued(model, start - entry.enqueued);
+    }
+    const absl::Status status = DropStatus(entry.task, entry.enqueued, start);
+    entry.task.step->Finish(false);
+    Drop(entry, status, start);
+  }
+  if (batch.entries.empty()) return;
+  const int64_t d_model = model.attention.d_model;
+  int64_t tokens = 0;
+  for (int64_t n : batch.chunk) tokens += n;
+  std::vector<float> x(static_cast<size_t>(tokens * d_model));
+  std::vector<float> y(x.size());
+  std::vector<PagedChunk> chunks;
+  chunks.reserve(batch.entries.size());
+  int64_t offset = 0;
+  for (size_t i = 0; i < batch.entries.size(); ++i) {
+    Entry& entry = batch.entries[i];
+    const SessionStep& step = *entry.task.step;
+    if (entry.done_tokens == 0) {
+      entry.started = start;
+      if (observer_ != nullptr) {
+        observer_->TaskDequeued(model, start - entry.enqueued);
+      }
+    }
+    const int64_t n = batch.chunk[i];
+    std::copy_n(entry.task.job.query.data() + entry.done_tokens * d_model,
+                n * d_model, x.data() + offset * d_model);
+    offset += n;
+    PagedChunk chunk;
+    chunk.start_position = step.start_position() + entry.done_tokens;
+    chunk.new_tokens = n;
+    chunk.block_table = step.block_table().data();
+    chunk.num_blocks =
+        (chunk.start_position + n + step.pool().block_tokens - 1) /
+        step.pool().block_tokens;
+    chunks.push_back(chunk);
+  }
+  const absl::Status status =
+      RunPagedForward(model, x.data(), chunks,
+                      batch.entries.front().task.step->pool(), y.data());
+  const absl::Duration compute = clock_->Now() - start;
+  if (observer_ != nullptr) {
+    observer_->BatchComputed(model, static_cast<int64_t>(batch.entries.size()),
+                             tokens, compute, status);
+  }
+  std::vector<Entry> unfinished;
+  offset = 0;
+  for (size_t i = 0; i < batch.entries.size(); ++i) {
+    Entry& entry = batch.entries[i];
+    const int64_t n = batch.chunk[i];
+    entry.compute += compute;
+    AttentionResult& result = entry.result;
+    if (status.ok()) {
+      result.output.resize(static_cast<size_t>(entry.task.job.q_len * d_model));
+      std::copy_n(y.data() + offset * d_model, n * d_model,
+                  result.output.data() + entry.done_tokens * d_model);
+      entry.done_tokens += n;
+    }
+    offset += n;
+    if (status.ok() && entry.done_tokens < entry.task.job.q_len) {
+      unfinished.push_back(std::move(entry));
+      continue;
+    }
+    result.timing.queue_us = ToMicros(entry.started - entry.enqueued);
+    result.timing.compute_us = ToMicros(entry.compute);
+    result.timing.batch_requests = static_cast<int32_t>(batch.entries.size());
+    result.session_length = entry.task.step->Finish(status.ok());
+    if (!status.ok()) result.output.clear();
+    entry.task.done(status, std::move(result));
+  }
+  if (unfinished.empty()) return;
+  absl::MutexLock lock(&mu_);
+  std::deque<Entry>& steps = queue_index_[batch.model.get()]->steps;
+  for (auto it = unfinished.rbegin(); it != unfinished.rend(); ++it) {
+    steps.push_front(std::move(*it));
+    ++total_queued_;
   }
 }
 

@@ -41,6 +41,21 @@
 //      waits.
 // Batching off is max_batch_requests 1, max_queue_delay_us 0.
 //
+// Session steps (tasks with `step` set; continuous batching): each model
+// version has a second queue, of steps. When the round-robin reaches a
+// model that has both kinds queued, it alternates between them. A step
+// batch never waits to fill: it takes, in FIFO order, every queued step
+// whose remaining tokens fit in what is left of max_batch_tokens (and up to
+// max_batch_requests steps), then gives the rest of the token budget to a
+// chunk of the oldest step that did not fit (a long prefill). All of them
+// run in ONE paged kernel call. A step that is not finished goes back to
+// the head of the queue and continues in the next step batch, so a decode
+// step of one token never waits behind a long prefill: it rides in the next
+// call next to a max_batch_tokens chunk of it. A session has at most one
+// step queued (SessionTable). A step is dropped (cancelled / deadline) only
+// before its first chunk; once started it runs to its end. Each step is
+// finished (SessionStep::Finish) before its `done` runs.
+//
 // A task is dropped (never computed), both when a batch is formed and again
 // just before the kernel call, when
 //   * its cancellation flag is set                 -> CANCELLED, or
@@ -74,6 +89,7 @@
 #include "server/serving/attention_job.h"
 #include "server/serving/batch_observer.h"
 #include "server/serving/clock.h"
+#include "server/serving/session_step.h"
 
 namespace attn::server {
 
@@ -84,6 +100,9 @@ using CancellationFlag = std::atomic<bool>;
 struct BatchTask {
   // REQUIRES: validated (see AttentionJob invariants); job.model != nullptr.
   AttentionJob job;
+  // Set for a session step (see above): job.query holds its new tokens
+  // (job.batch 1, job.q_len tokens). Default: null (a stateless request).
+  std::unique_ptr<SessionStep> step;
   // The client's deadline. Default: none.
   absl::Time deadline = absl::InfiniteFuture();
   // May be null (never cancelled).
@@ -149,6 +168,12 @@ class Batcher {
   struct Entry {
     BatchTask task;
     absl::Time enqueued;
+    // Session steps: tokens computed so far, the time of the first chunk
+    // and the kernel time spent on them.
+    int64_t done_tokens = 0;
+    absl::Time started;
+    absl::Duration compute;
+    AttentionResult result;
   };
   // Holds no reference to its model: a version removed from the repository
   // is freed as soon as its last queued or running task is done. While the
@@ -156,6 +181,15 @@ class Batcher {
   struct ModelQueue {
     std::weak_ptr<const Model> model;
     std::deque<Entry> entries;
+    std::deque<Entry> steps;
+    bool steps_last = false;  // the last batch of this model was steps
+  };
+  // Session steps of one model taken for one paged call.
+  struct StepBatch {
+    std::shared_ptr<const Model> model;
+    std::vector<Entry> entries;  // to compute, each with its chunk
+    std::vector<int64_t> chunk;  // tokens of entries[i] in this call
+    std::vector<Entry> dropped;  // cancelled or expired before starting
   };
   // Tasks of one model taken from its queue, in FIFO order.
   struct Batch {
@@ -186,6 +220,12 @@ class Batcher {
   void Run(Batch batch);
   // Calls `entry`'s done with the drop status (cancelled/expired).
   void Drop(Entry& entry, absl::Status status, absl::Time now);
+  // Session steps: forms a step batch from `queue` (see the class comment).
+  void TakeStepsLocked(ModelQueue* queue, StepBatch* batch, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs one paged call over `batch`, completes the steps it finished and
+  // puts the others back at the head of their queue.
+  void RunSteps(StepBatch batch);
 
   const int threads_;
   const int executor_nice_;

@@ -240,6 +240,51 @@ TEST_F(ClientTest, HalfPrecisionRequestsAreClose) {
   }
 }
 
+// A session's steps equal the last rows of one stateless causal Attend
+// over the whole prefix (the server's own full-sequence path).
+TEST_F(ClientTest, SessionStepsMatchStatelessCausal) {
+  constexpr int64_t kPrefix = 10, kSteps = 4, kTotal = kPrefix + kSteps;
+  const std::vector<float> x = RandomValues(kTotal * kDModel, 7);
+  auto rows = [&](int64_t from, int64_t to) {
+    return *MakeTensor(
+        absl::MakeConstSpan(x).subspan(from * kDModel, (to - from) * kDModel),
+        {to - from, kDModel});
+  };
+  auto full = [&](int64_t n) {
+    v1::AttendRequest request;
+    request.set_model("demo");
+    request.set_causal(true);
+    *request.mutable_query() = rows(0, n);
+    return AttendOrDie(request);
+  };
+  absl::StatusOr<v1::AttendResponse> r = client_->StartSession(
+      "demo", 0, "cpp-session", rows(0, kPrefix), Deadline());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->session_length(), kPrefix);
+  EXPECT_LE(MaxAbsDiff(*TensorToFloats(r->output()), full(kPrefix)), 1e-4);
+  for (int64_t p = kPrefix; p < kTotal; ++p) {
+    r = client_->Step("demo", 0, "cpp-session", rows(p, p + 1), p, Deadline());
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->session_length(), p + 1);
+    const std::vector<float> all = full(p + 1);
+    const std::vector<float> last(all.end() - kDModel, all.end());
+    EXPECT_LE(MaxAbsDiff(*TensorToFloats(r->output()), last), 1e-4) << p;
+  }
+  // A retried step (position already applied) is refused, not appended.
+  r = client_->Step("demo", 0, "cpp-session", rows(kTotal - 1, kTotal),
+                    kTotal - 1, Deadline());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<int64_t> ended =
+      client_->EndSession("demo", 0, "cpp-session", Deadline());
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(*ended, kTotal);
+  r = client_->Step("demo", 0, "cpp-session", rows(0, 1), kTotal, Deadline());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      client_->EndSession("demo", 0, "cpp-session", Deadline()).status().code(),
+      absl::StatusCode::kNotFound);
+}
+
 TEST(ClientCreateTest, EmptyTargetIsInvalid) {
   EXPECT_EQ(Client::Create("").status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -14,6 +14,7 @@ Run one class: test_loadgen.py LoadgenUnaryTest
 import csv
 import json
 import os
+import re
 import pty
 import select
 import struct
@@ -306,6 +307,34 @@ def png_pixels(path):
         rows.append(bytes(line))
         prev = line
     return width, height, bpp, rows
+
+
+class LoadgenDecodeTest(LoadgenCase):
+    """--sessions: prefill, one-token steps on streams, then the stateless
+    recompute of the same context; every call counted, the sessions ended."""
+
+    def decode(self, *args, expect_code=0):
+        r = subprocess.run([LOADGEN, f"--target={self.target}", "--quiet", *args],
+                           capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        self.assertEqual(r.returncode, expect_code, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+        return r
+
+    def test_decode_counts_add_up(self):
+        r = self.decode("--sessions=3", "--context=20", "--decode_steps=7",
+                        "--recompute_requests=2")
+        rows = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in re.finditer(
+            r"^(prefill|decode|recompute)\s+(\d+) calls\s+(\d+) errors", r.stdout, re.M)}
+        self.assertEqual(rows, {"prefill": (3, 0), "decode": (21, 0), "recompute": (6, 0)},
+                         r.stdout)
+        self.assertIn("longest session 27 tokens", r.stdout)
+        self.assertRegex(r.stdout, r"decode tokens/s [\d.]+ vs recompute tokens/s [\d.]+")
+        # A second run on the same server starts its own sessions.
+        self.decode("--sessions=3", "--context=20", "--decode_steps=1",
+                    "--recompute_requests=0")
+
+    def test_decode_usage_errors_exit_2(self):
+        self.assertIn("--context", self.decode("--sessions=2", "--context=0",
+                                               expect_code=2).stderr)
 
 
 class LoadgenReportTest(LoadgenCase):

@@ -152,6 +152,41 @@ TEST(ParseModelConfig, RejectsOutOfRangeValues) {
   ExpectInvalid(R"({"num_heads": 9223372036854775808})", {"too large"});
 }
 
+TEST(ParseModelConfig, ReadsSessionKeys) {
+  absl::StatusOr<ModelConfig> c = ParseModelConfig(
+      R"({"num_heads": 4, "kv_cache_dtype": "bfloat16",
+          "sessions": {"max_sessions": 7, "idle_timeout_s": 0.5}})",
+      kPath);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->kv_cache_dtype, "bfloat16");
+  EXPECT_EQ(c->sessions.max_sessions, 7);
+  EXPECT_DOUBLE_EQ(c->sessions.idle_timeout_s, 0.5);
+  absl::StatusOr<ModelConfig> d =
+      ParseModelConfig(R"({"num_heads": 4})", kPath);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->kv_cache_dtype, "float32");
+  EXPECT_EQ(d->sessions.max_sessions, 1024);
+  EXPECT_DOUBLE_EQ(d->sessions.idle_timeout_s, 300);
+}
+
+TEST(ParseModelConfig, RejectsBadSessionKeys) {
+  EXPECT_THAT(
+      ParseModelConfig(R"({"num_heads": 4, "kv_cache_dtype": "fp8"})", kPath)
+          .status()
+          .message(),
+      HasSubstr("'kv_cache_dtype' must be \"float32\" or \"bfloat16\""));
+  EXPECT_THAT(ParseModelConfig(
+                  R"({"num_heads": 4, "sessions": {"max_sessions": 0}})", kPath)
+                  .status()
+                  .message(),
+              HasSubstr("'sessions.max_sessions' must be >= 1"));
+  EXPECT_THAT(ParseModelConfig(
+                  R"({"num_heads": 4, "sessions": {"idle_timeout": 5}})", kPath)
+                  .status()
+                  .message(),
+              HasSubstr("'sessions.idle_timeout' is not a known key"));
+}
+
 TEST(ParseModelConfig, RejectsBadComputeDType) {
   ExpectInvalid(R"({"num_heads": 8, "compute_dtype": "float16"})",
                 {"'compute_dtype'", "\"float16\"", "bfloat16"});

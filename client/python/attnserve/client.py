@@ -14,10 +14,13 @@ from attnserve.tensors import decode_tensor, encode_tensor, wire_dtype
 Timing = collections.namedtuple("Timing", ["queue_us", "compute_us", "batch_requests"])
 
 # Result of one attention request. `output` has the query's rank;
-# `attention_weights` is [B, H, Sq, Sk] or None when not asked for.
+# `attention_weights` is [B, H, Sq, Sk] or None when not asked for;
+# `session_length` is the session's cached tokens after a session step (0
+# for stateless requests).
 AttendResult = collections.namedtuple(
     "AttendResult",
-    ["output", "attention_weights", "timing", "model", "version", "request_id"])
+    ["output", "attention_weights", "timing", "model", "version", "request_id",
+     "session_length"], defaults=[0])
 
 _MAX_MESSAGE_BYTES = 256 << 20
 
@@ -56,7 +59,8 @@ def _result(response):
     timing = Timing(response.timing.queue_us, response.timing.compute_us,
                     response.timing.batch_requests)
     return AttendResult(decode_tensor(response.output), weights, timing,
-                        response.model, response.version, response.request_id)
+                        response.model, response.version, response.request_id,
+                        response.session_length)
 
 
 class Client:
@@ -167,6 +171,52 @@ class Client:
                 yield error
             else:
                 yield _result(response.response)
+
+    # -- sessions (stateful decoding with a server-side KV cache) -------------
+
+    @staticmethod
+    def build_step_request(session_id, tokens, position, start=False, model="demo",
+                           version=0, dtype=np.float32, output_dtype=None,
+                           request_id=""):
+        """An AttendRequest for one session step (see step); position is
+        always set, so that a retried step is refused instead of applied
+        twice."""
+        request = Client.build_request(tokens, model=model, version=version, dtype=dtype,
+                                       output_dtype=output_dtype, request_id=request_id)
+        request.session_id = session_id
+        request.session_start = bool(start)
+        request.session_position = int(position)
+        return request
+
+    def start_session(self, session_id, prefix, model="demo", version=0, timeout=None,
+                      dtype=np.float32, output_dtype=None):
+        """Starts session `session_id` with its prefix ([S, d_model] or
+        [1, S, d_model]): causal self-attention over the prefix, whose K/V
+        the server keeps. Returns an AttendResult (session_length == S).
+        ALREADY_EXISTS if the id is live."""
+        return self.step(session_id, prefix, 0, start=True, model=model, version=version,
+                         timeout=timeout, dtype=dtype, output_dtype=output_dtype)
+
+    def step(self, session_id, tokens, position, start=False, model="demo", version=0,
+             timeout=None, dtype=np.float32, output_dtype=None):
+        """Appends `tokens` ([S, d_model] or [1, S, d_model], usually one
+        token) at `position` (the session's length, i.e. the previous
+        result's session_length) and returns their attention over every
+        cached token. Errors (grpc.RpcError): NOT_FOUND (ended, expired or
+        evicted: start again with the full prefix), FAILED_PRECONDITION
+        (position is not the session's length; the message has both)."""
+        request = self.build_step_request(session_id, tokens, position, start=start,
+                                          model=model, version=version, dtype=dtype,
+                                          output_dtype=output_dtype)
+        return _result(self._stub.Attend(request, timeout=timeout))
+
+    def end_session(self, session_id, model="demo", version=0, timeout=None):
+        """Ends a session and frees its KV cache; returns its length.
+        NOT_FOUND if it is not live."""
+        response = self._stub.EndSession(
+            attention_pb2.EndSessionRequest(model=model, version=version,
+                                            session_id=session_id), timeout=timeout)
+        return response.session_length
 
     def list_models(self, timeout=None):
         """Returns the list of attn.v1.ModelInfo of every loaded model version."""

@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61ttn/v1/attention.proto\x12\x07\x61ttn.v1\"G\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12 \n\x05\x64type\x18\x02 \x01(\x0e\x32\x11.attn.v1.DataType\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xc5\x02\n\rAttendRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x1e\n\x05query\x18\x03 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12\x1c\n\x03key\x18\x04 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12\x1e\n\x05value\x18\x05 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12\x13\n\x06\x63\x61usal\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x0bkey_lengths\x18\x07 \x03(\x05\x12\"\n\tattn_mask\x18\x08 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12 \n\x18return_attention_weights\x18\t \x01(\x08\x12\'\n\x0coutput_dtype\x18\n \x01(\x0e\x32\x11.attn.v1.DataType\x12\x12\n\nrequest_id\x18\x0b \x01(\tB\t\n\x07_causal\"F\n\x06Timing\x12\x10\n\x08queue_us\x18\x01 \x01(\x03\x12\x12\n\ncompute_us\x18\x02 \x01(\x03\x12\x16\n\x0e\x62\x61tch_requests\x18\x03 \x01(\x05\"\xb2\x01\n\x0e\x41ttendResponse\x12\x1f\n\x06output\x18\x01 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12*\n\x11\x61ttention_weights\x18\x02 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x1f\n\x06timing\x18\x06 \x01(\x0b\x32\x0f.attn.v1.Timing\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"t\n\x14\x41ttendStreamResponse\x12)\n\x08response\x18\x01 \x01(\x0b\x32\x17.attn.v1.AttendResponse\x12\x1d\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x0e.attn.v1.Error\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\"\x82\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07\x64_model\x18\x03 \x01(\x03\x12\x11\n\tnum_heads\x18\x04 \x01(\x03\x12\x14\n\x0cnum_kv_heads\x18\x05 \x01(\x03\x12\x10\n\x08head_dim\x18\x06 \x01(\x03\x12\x15\n\rcompute_dtype\x18\x07 \x01(\t\x12\x0e\n\x06\x63\x61usal\x18\x08 \x01(\x08\x12\r\n\x05scale\x18\t \x01(\x02\x12\x1b\n\x13max_sequence_length\x18\n \x01(\x03\x12\'\n\x0cinput_dtypes\x18\x0b \x03(\x0e\x32\x11.attn.v1.DataType\x12\x0e\n\x06source\x18\x0c \x01(\t\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.attn.v1.ModelInfo\"1\n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03*W\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0c\n\x08\x42\x46LOAT16\x10\x02\x12\x0b\n\x07\x46LOAT16\x10\x03\x12\x08\n\x04\x42OOL\x10\x04\x32\x99\x02\n\x10\x41ttentionService\x12\x39\n\x06\x41ttend\x12\x16.attn.v1.AttendRequest\x1a\x17.attn.v1.AttendResponse\x12I\n\x0c\x41ttendStream\x12\x16.attn.v1.AttendRequest\x1a\x1d.attn.v1.AttendStreamResponse(\x01\x30\x01\x12\x45\n\nListModels\x12\x1a.attn.v1.ListModelsRequest\x1a\x1b.attn.v1.ListModelsResponse\x12\x38\n\x08GetModel\x12\x18.attn.v1.GetModelRequest\x1a\x12.attn.v1.ModelInfoB\x03\xf8\x01\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61ttn/v1/attention.proto\x12\x07\x61ttn.v1\"G\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12 \n\x05\x64type\x18\x02 \x01(\x0e\x32\x11.attn.v1.DataType\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xa4\x03\n\rAttendRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x1e\n\x05query\x18\x03 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12\x1c\n\x03key\x18\x04 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12\x1e\n\x05value\x18\x05 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12\x13\n\x06\x63\x61usal\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x0bkey_lengths\x18\x07 \x03(\x05\x12\"\n\tattn_mask\x18\x08 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12 \n\x18return_attention_weights\x18\t \x01(\x08\x12\'\n\x0coutput_dtype\x18\n \x01(\x0e\x32\x11.attn.v1.DataType\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x12\n\nsession_id\x18\x0c \x01(\t\x12\x15\n\rsession_start\x18\r \x01(\x08\x12\x1d\n\x10session_position\x18\x0e \x01(\x03H\x01\x88\x01\x01\x42\t\n\x07_causalB\x13\n\x11_session_position\"F\n\x06Timing\x12\x10\n\x08queue_us\x18\x01 \x01(\x03\x12\x12\n\ncompute_us\x18\x02 \x01(\x03\x12\x16\n\x0e\x62\x61tch_requests\x18\x03 \x01(\x05\"\xca\x01\n\x0e\x41ttendResponse\x12\x1f\n\x06output\x18\x01 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12*\n\x11\x61ttention_weights\x18\x02 \x01(\x0b\x32\x0f.attn.v1.Tensor\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x1f\n\x06timing\x18\x06 \x01(\x0b\x32\x0f.attn.v1.Timing\x12\x16\n\x0esession_length\x18\x07 \x01(\x03\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"t\n\x14\x41ttendStreamResponse\x12)\n\x08response\x18\x01 \x01(\x0b\x32\x17.attn.v1.AttendResponse\x12\x1d\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x0e.attn.v1.Error\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\"\x82\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07\x64_model\x18\x03 \x01(\x03\x12\x11\n\tnum_heads\x18\x04 \x01(\x03\x12\x14\n\x0cnum_kv_heads\x18\x05 \x01(\x03\x12\x10\n\x08head_dim\x18\x06 \x01(\x03\x12\x15\n\rcompute_dtype\x18\x07 \x01(\t\x12\x0e\n\x06\x63\x61usal\x18\x08 \x01(\x08\x12\r\n\x05scale\x18\t \x01(\x02\x12\x1b\n\x13max_sequence_length\x18\n \x01(\x03\x12\'\n\x0cinput_dtypes\x18\x0b \x03(\x0e\x32\x11.attn.v1.DataType\x12\x0e\n\x06source\x18\x0c \x01(\t\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.attn.v1.ModelInfo\"1\n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"G\n\x11\x45ndSessionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nsession_id\x18\x03 \x01(\t\",\n\x12\x45ndSessionResponse\x12\x16\n\x0esession_length\x18\x01 \x01(\x03*W\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0c\n\x08\x42\x46LOAT16\x10\x02\x12\x0b\n\x07\x46LOAT16\x10\x03\x12\x08\n\x04\x42OOL\x10\x04\x32\xe0\x02\n\x10\x41ttentionService\x12\x39\n\x06\x41ttend\x12\x16.attn.v1.AttendRequest\x1a\x17.attn.v1.AttendResponse\x12I\n\x0c\x41ttendStream\x12\x16.attn.v1.AttendRequest\x1a\x1d.attn.v1.AttendStreamResponse(\x01\x30\x01\x12\x45\n\nListModels\x12\x1a.attn.v1.ListModelsRequest\x1a\x1b.attn.v1.ListModelsResponse\x12\x38\n\x08GetModel\x12\x18.attn.v1.GetModelRequest\x1a\x12.attn.v1.ModelInfo\x12\x45\n\nEndSession\x12\x1a.attn.v1.EndSessionRequest\x1a\x1b.attn.v1.EndSessionResponseB\x03\xf8\x01\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'attn.v1.attention_pb2', globals())
@@ -21,28 +21,32 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'\370\001\001'
-  _DATATYPE._serialized_start=1239
-  _DATATYPE._serialized_end=1326
+  _DATATYPE._serialized_start=1477
+  _DATATYPE._serialized_end=1564
   _TENSOR._serialized_start=36
   _TENSOR._serialized_end=107
   _ATTENDREQUEST._serialized_start=110
-  _ATTENDREQUEST._serialized_end=435
-  _TIMING._serialized_start=437
-  _TIMING._serialized_end=507
-  _ATTENDRESPONSE._serialized_start=510
-  _ATTENDRESPONSE._serialized_end=688
-  _ERROR._serialized_start=690
-  _ERROR._serialized_end=728
-  _ATTENDSTREAMRESPONSE._serialized_start=730
-  _ATTENDSTREAMRESPONSE._serialized_end=846
-  _LISTMODELSREQUEST._serialized_start=848
-  _LISTMODELSREQUEST._serialized_end=867
-  _MODELINFO._serialized_start=870
-  _MODELINFO._serialized_end=1128
-  _LISTMODELSRESPONSE._serialized_start=1130
-  _LISTMODELSRESPONSE._serialized_end=1186
-  _GETMODELREQUEST._serialized_start=1188
-  _GETMODELREQUEST._serialized_end=1237
-  _ATTENTIONSERVICE._serialized_start=1329
-  _ATTENTIONSERVICE._serialized_end=1610
+  _ATTENDREQUEST._serialized_end=530
+  _TIMING._serialized_start=532
+  _TIMING._serialized_end=602
+  _ATTENDRESPONSE._serialized_start=605
+  _ATTENDRESPONSE._serialized_end=807
+  _ERROR._serialized_start=809
+  _ERROR._serialized_end=847
+  _ATTENDSTREAMRESPONSE._serialized_start=849
+  _ATTENDSTREAMRESPONSE._serialized_end=965
+  _LISTMODELSREQUEST._serialized_start=967
+  _LISTMODELSREQUEST._serialized_end=986
+  _MODELINFO._serialized_start=989
+  _MODELINFO._serialized_end=1247
+  _LISTMODELSRESPONSE._serialized_start=1249
+  _LISTMODELSRESPONSE._serialized_end=1305
+  _GETMODELREQUEST._serialized_start=1307
+  _GETMODELREQUEST._serialized_end=1356
+  _ENDSESSIONREQUEST._serialized_start=1358
+  _ENDSESSIONREQUEST._serialized_end=1429
+  _ENDSESSIONRESPONSE._serialized_start=1431
+  _ENDSESSIONRESPONSE._serialized_end=1475
+  _ATTENTIONSERVICE._serialized_start=1567
+  _ATTENTIONSERVICE._serialized_end=1919
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,11 @@ class AttentionServiceStub(object):
                 request_serializer=attn_dot_v1_dot_attention__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=attn_dot_v1_dot_attention__pb2.ModelInfo.FromString,
                 )
+        self.EndSession = channel.unary_unary(
+                '/attn.v1.AttentionService/EndSession',
+                request_serializer=attn_dot_v1_dot_attention__pb2.EndSessionRequest.SerializeToString,
+                response_deserializer=attn_dot_v1_dot_attention__pb2.EndSessionResponse.FromString,
+                )
 
 
 class AttentionServiceServicer(object):
@@ -75,6 +80,14 @@ class AttentionServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EndSession(self, request, context):
+        """Ends a session (see AttendRequest.session_id) and frees its KV cache.
+        Errors: NOT_FOUND (unknown, expired or evicted id), INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AttentionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +110,11 @@ def add_AttentionServiceServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=attn_dot_v1_dot_attention__pb2.GetModelRequest.FromString,
                     response_serializer=attn_dot_v1_dot_attention__pb2.ModelInfo.SerializeToString,
+            ),
+            'EndSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndSession,
+                    request_deserializer=attn_dot_v1_dot_attention__pb2.EndSessionRequest.FromString,
+                    response_serializer=attn_dot_v1_dot_attention__pb2.EndSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,5 +191,22 @@ class AttentionService(object):
         return grpc.experimental.unary_unary(request, target, '/attn.v1.AttentionService/GetModel',
             attn_dot_v1_dot_attention__pb2.GetModelRequest.SerializeToString,
             attn_dot_v1_dot_attention__pb2.ModelInfo.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def EndSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/attn.v1.AttentionService/EndSession',
+            attn_dot_v1_dot_attention__pb2.EndSessionRequest.SerializeToString,
+            attn_dot_v1_dot_attention__pb2.EndSessionResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

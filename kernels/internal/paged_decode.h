@@ -1,0 +1,35 @@
+// The attention step of MultiHeadAttention::ForwardPaged
+// (kernels/paged_attention.h): writes the new tokens' K/V into their pool
+// slots, then attends every new query causally over its sequence's blocks,
+// read in place (never copied). Work is split over OpenMP threads by
+// (sequence, kv head, new token); each unit computes all the query heads of
+// its kv head's group from one pass over the blocks (GQA: every K/V block is
+// read once per group), with an online (running max / sum) softmax in fp32.
+// bf16 pools are rounded to nearest even when written and widened when read.
+//
+// A portable reference-quality decode core; kernels/internal/paged_core.*
+// (rope branch: key splits across threads, AVX2 units, RoPE, sliding
+// windows) replaces it.
+//
+// Thread-safety: stateless free function; concurrent calls must not share
+// pool blocks. Internal: not part of the public API.
+#ifndef ATTNSERVE_KERNELS_INTERNAL_PAGED_DECODE_H_
+#define ATTNSERVE_KERNELS_INTERNAL_PAGED_DECODE_H_
+
+#include <cstdint>
+
+#include "absl/types/span.h"
+#include "kernels/paged_attention.h"
+
+namespace attn::kernels::internal {
+
+// qkv: token-major rows [Q (num_heads*head_dim, already scaled) | K | V],
+// `total` rows in `seqs` order; ctx: [total, num_heads*head_dim] output.
+// REQUIRES: sequences and pool validated (block tables long enough, ids in
+// range, layout matching num_kv_heads / head_dim).
+void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
+                 const KvPool& pool, int64_t num_heads, float* ctx);
+
+}  // namespace attn::kernels::internal
+
+#endif  // ATTNSERVE_KERNELS_INTERNAL_PAGED_DECODE_H_
