@@ -32,6 +32,19 @@ CONTAINER_PKGS=(
   buildah podman debootstrap  # scripts/ci/container.sh: image without a Docker engine
 )
 
+if [ "${1:-}" = "--aarch64" ]; then
+  # The aarch64 cross build (scripts/ci/aarch64.sh): cross compiler, qemu and
+  # arm64 multiarch libraries. libdnnl-dev:arm64 is not installable next to
+  # libdnnl-dev:amd64 (conflicting dnnl_config.h); aarch64.sh unpacks it.
+  dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    g++-aarch64-linux-gnu qemu-user-static libdnnl2:arm64 libabsl-dev:arm64 \
+    libgtest-dev:arm64 libgmock-dev:arm64 nlohmann-json3-dev >/dev/null
+  echo "setup: aarch64 done"
+  exit 0
+fi
+
 pkgs=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--container" ]; then
   pkgs=("${CONTAINER_PKGS[@]}")

@@ -52,6 +52,7 @@ FlashCore::FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
       isa_(Isa::kScalar) {
   const char* env = std::getenv("ATTN_KERNEL_ISA");
   const std::string forced = env != nullptr ? env : "";
+#if defined(__x86_64__)  // the AVX-512 / AMX units; elsewhere scalar
   const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
   if (forced != "scalar" && isa >= dnnl::cpu_isa::avx512_core) {
     // The vdpbf16ps core is opt-in: on the development CPU (Sapphire
@@ -71,6 +72,7 @@ FlashCore::FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
       isa_ = Isa::kAmxBf16;
     }
   }
+#endif
 }
 
 const char* FlashCore::isa() const {

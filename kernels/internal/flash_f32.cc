@@ -1,6 +1,8 @@
 // The fp32 AVX-512 unit of the flash core. The query block is transposed
 // once per unit so that score tiles come out key-major: the online softmax
 // then runs down the columns, 16 query rows per vector.
+// x86 only; other CPUs link flash_no_x86.cc and run the scalar unit.
+#if defined(__x86_64__)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -184,3 +186,5 @@ void F32Unit(const FlashSequence& s, const float* k, const float* v,
 }  // namespace attn::kernels::internal::flash
 
 ATTN_FLASH_TARGET_END
+
+#endif  // defined(__x86_64__)
