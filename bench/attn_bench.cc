@@ -2,7 +2,7 @@
 // roofline, measured in the same process and run.
 //
 //   attn_bench [--json] [--filter REGEX] [--threads N] [--min_time SECONDS]
-//              [--list]
+//              [--list] [--list_isas]
 //
 // For each case: achieved GFLOP/s (2*M*N*K per GEMM: the QKV and output
 // projections, plus Q*K^T and P*V over unmasked (query, key) pairs only),
@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/kernel_isa.h"
 #include "nlohmann/json.hpp"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -252,7 +253,8 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
             {"roofline_gflops", roof_gflops},
             {"roofline_impl", roof.impl},
             {"efficiency", gflops / roof_gflops},
-            {"tokens_per_second", tokens / t}};
+            {"tokens_per_second", tokens / t},
+            {"implementation", (*mha)->ImplementationSummary()}};
   r.output = y;
   return r;
 }
@@ -260,7 +262,7 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
 void Usage() {
   std::fprintf(stderr,
                "usage: attn_bench [--json] [--filter REGEX] [--threads N] "
-               "[--min_time SECONDS] [--list]\n");
+               "[--min_time SECONDS] [--list] [--list_isas]\n");
 }
 
 }  // namespace
@@ -283,6 +285,11 @@ int main(int argc, char** argv) {
       json = true;
     } else if (a == "--list") {
       list = true;
+    } else if (a == "--list_isas") {
+      for (const std::string& isa : attn::kernels::SupportedKernelIsas()) {
+        std::printf("%s\n", isa.c_str());
+      }
+      return 0;
     } else if (a == "--filter") {
       filter = value();
     } else if (a == "--threads") {

@@ -16,6 +16,7 @@ BUILD_PKGS=(
   libdnnl-dev ocl-icd-opencl-dev libabsl-dev nlohmann-json3-dev
   prometheus-cpp-dev
   libssl-dev  # common/pem_files.cc checks TLS certificates and keys
+  libhwy-dev  # Google Highway: the flash core's portable vector unit
 )
 TEST_PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
@@ -40,7 +41,8 @@ if [ "${1:-}" = "--aarch64" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     g++-aarch64-linux-gnu qemu-user-static libdnnl2:arm64 libabsl-dev:arm64 \
-    libgtest-dev:arm64 libgmock-dev:arm64 nlohmann-json3-dev >/dev/null
+    libgtest-dev:arm64 libgmock-dev:arm64 libhwy-dev:arm64 nlohmann-json3-dev \
+    libhwy-dev >/dev/null
   echo "setup: aarch64 done"
   exit 0
 fi

@@ -20,13 +20,6 @@ namespace {
 
 }  // namespace
 
-bool PackF32(const FlashSequence&) { return false; }
-
-void PackF32Block(const FlashSequence&, int64_t, int64_t, int64_t, float*,
-                  float*) {
-  NotOnThisCpu("PackF32Block");
-}
-
 void F32Unit(const FlashSequence&, const float*, const float*, int64_t, int64_t,
              int64_t, int64_t, int64_t, int64_t, const ThreadTiles&, bool) {
   NotOnThisCpu("F32Unit");
