@@ -3,6 +3,8 @@
 //   attn_cli health [--target=HOST:PORT]
 //   attn_cli models [--target=...] [--model=NAME [--version=N]]
 //   attn_cli attend [--target=...] --random=2,8,256 [--seed=1] [--output=y.npy]
+//   attn_cli load|unload --model=NAME, attn_cli reload, attn_cli status
+//     [--model=NAME]   (attn.v1.ModelService; --enable_model_control)
 //
 // Exit status: 0 on success, 1 when the server answers an error (its gRPC
 // status name and message are printed on stderr), 2 for a usage or file
@@ -27,6 +29,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "attn/v1/model_service.grpc.pb.h"
 #include "client/array_io.h"
 #include "client/attn_client.h"
 
@@ -39,6 +42,11 @@ commands:
   health   grpc.health.v1 check; exit 0 when SERVING
   models   list the loaded models (or describe one with --model)
   attend   run attention on a query and print a summary or write the output
+  load     --model=NAME: load (or reload) a model of the repository, wait
+  unload   --model=NAME: take a model out of service (until load)
+  reload   rescan the whole repository now, wait for its loads
+  status   [--model=NAME]: versions with state, error, load time, memory
+           (load/unload/reload/status need attn_server --enable_model_control)
 
 common flags:
   --target=HOST:PORT     server address (default 127.0.0.1:50051)
@@ -83,6 +91,10 @@ const std::set<std::string>& AllowedFlags(const std::string& command) {
   static const auto* allowed = new std::map<std::string, std::set<std::string>>{
       {"health", {"target", "deadline_ms", "service", "help"}},
       {"models", {"target", "deadline_ms", "model", "version", "help"}},
+      {"load", {"target", "deadline_ms", "model", "help"}},
+      {"unload", {"target", "deadline_ms", "model", "help"}},
+      {"reload", {"target", "deadline_ms", "help"}},
+      {"status", {"target", "deadline_ms", "model", "help"}},
       {"attend",
        {"target", "deadline_ms", "model", "version", "input", "random", "seed",
         "key", "value", "attn_mask", "causal", "no_causal", "key_lengths",
@@ -113,7 +125,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, char** argv) {
   const std::set<std::string>& allowed = AllowedFlags(line.command);
   if (allowed.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown command '", line.command, "'; expected health|models|attend"));
+        "unknown command '", line.command,
+        "'; expected health|models|attend|load|unload|reload|status"));
   }
   for (int i = 2; i < argc; ++i) {
     std::string arg = argv[i];
@@ -285,6 +298,76 @@ int RunModels(Client& client, const CommandLine& line, absl::Time deadline) {
   absl::StatusOr<v1::ListModelsResponse> models = client.ListModels(deadline);
   if (!models.ok()) return Report(Remote(models.status()));
   for (const v1::ModelInfo& m : models->models()) PrintModel(m);
+  return 0;
+}
+
+const char* StateName(v1::VersionStatus::State state) {
+  switch (state) {
+    case v1::VersionStatus::LOADING:
+      return "LOADING";
+    case v1::VersionStatus::READY:
+      return "READY";
+    case v1::VersionStatus::UNLOADING:
+      return "UNLOADING";
+    case v1::VersionStatus::FAILED:
+      return "FAILED";
+    default:
+      return "UNSPECIFIED";
+  }
+}
+
+// load | unload | reload | status, over attn.v1.ModelService on the
+// client's channel (same TLS and token).
+int RunModelControl(Client& client, const CommandLine& line,
+                    absl::Time deadline) {
+  const std::string& command = line.command;
+  const std::string model = Flag(line, "model");
+  if ((command == "load" || command == "unload") && model.empty()) {
+    return Report(Local(absl::InvalidArgumentError(
+        absl::StrCat("attn_cli ", command, " needs --model=NAME"))));
+  }
+  auto stub = v1::ModelService::NewStub(client.channel());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(deadline));
+  v1::ModelStatusResponse response;
+  grpc::Status status;
+  if (command == "load") {
+    v1::LoadModelRequest request;
+    request.set_name(model);
+    status = stub->LoadModel(&context, request, &response);
+  } else if (command == "unload") {
+    v1::UnloadModelRequest request;
+    request.set_name(model);
+    status = stub->UnloadModel(&context, request, &response);
+  } else if (command == "reload") {
+    status = stub->ReloadRepository(&context, v1::ReloadRepositoryRequest(),
+                                    &response);
+  } else {
+    v1::ModelStatusRequest request;
+    request.set_name(model);
+    status = stub->ModelStatus(&context, request, &response);
+  }
+  for (const v1::ModelLifecycleStatus& m : response.models()) {
+    std::cout << m.name() << "\tpolicy=" << m.version_policy()
+              << (m.unloaded() ? "\tunloaded" : "") << "\n";
+    for (const v1::VersionStatus& v : m.versions()) {
+      std::cout << "  version=" << v.version() << "\t" << StateName(v.state())
+                << "\tmemory_bytes=" << v.memory_bytes()
+                << "\tload_seconds=" << v.load_seconds();
+      if (!v.last_error().empty()) std::cout << "\terror=" << v.last_error();
+      std::cout << "\n";
+    }
+  }
+  if (!status.ok()) {
+    absl::Status s(static_cast<absl::StatusCode>(status.error_code()),
+                   status.error_message());
+    if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+      s = absl::UnimplementedError(
+          absl::StrCat(status.error_message(),
+                       " (start attn_server with --enable_model_control)"));
+    }
+    return Report(Remote(s));
+  }
   return 0;
 }
 
@@ -487,6 +570,10 @@ int Main(int argc, char** argv) {
 
   if (line->command == "health") return RunHealth(**client, *line, deadline);
   if (line->command == "models") return RunModels(**client, *line, deadline);
+  if (line->command == "load" || line->command == "unload" ||
+      line->command == "reload" || line->command == "status") {
+    return RunModelControl(**client, *line, deadline);
+  }
   return RunAttend(**client, *line, deadline);
 }
 

@@ -27,6 +27,8 @@ TEST_PKGS=(
   python3-pip python3-venv  # tests/integration/test_python_package.py (pip install)
   prometheus  # prometheus + promtool for the metrics tests (tests/metrics)
   openssl  # generates the test PKI of the TLS/mTLS tests (tests/integration)
+  clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/ci/fuzz.sh)
+  libtsan2  # GCC's ThreadSanitizer runtime (scripts/ci/tsan.sh)
 )
 
 CONTAINER_PKGS=(

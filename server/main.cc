@@ -52,6 +52,33 @@ ABSL_FLAG(int, threads,
           "Threads for each kernel call (one kernel call runs at a time). "
           "Default: the hardware concurrency.");
 
+ABSL_FLAG(int64_t, max_receive_message_bytes, 0,
+          "Largest request message in bytes (larger ones get "
+          "RESOURCE_EXHAUSTED before they are read). 0 = derived from the "
+          "models: a full-length query, key and value in fp32 plus a bool "
+          "mask, at least 4 MiB.");
+
+ABSL_FLAG(int, repository_poll_s, 0,
+          "Rescan --model_repository every N seconds: new or changed "
+          "versions load in the background (and serve once warmed up), "
+          "versions the version_policy no longer wants are unloaded. 0 = "
+          "off.");
+ABSL_FLAG(int, model_load_threads, 1,
+          "Threads that load model versions in the background.");
+ABSL_FLAG(bool, exit_on_load_error, true,
+          "Stop at start-up when a model or version fails to load. false: "
+          "log it, leave it FAILED and start without it.");
+
+ABSL_FLAG(bool, enable_model_control, false,
+          "Register attn.v1.ModelService (LoadModel, UnloadModel, "
+          "ReloadRepository, ModelStatus). With --auth_token_file its calls "
+          "need a bearer token. Needs --model_repository.");
+
+ABSL_FLAG(int, executor_nice, 0,
+          "Nice increment of the compute threads (0-19): when the CPU is "
+          "saturated, gRPC's threads run first, so health probes and "
+          "rejections of excess requests stay fast. 0 = same priority.");
+
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of the server; with --tls_key turns on TLS "
           "for the gRPC port.");
@@ -64,6 +91,32 @@ ABSL_FLAG(std::string, auth_token_file, "",
           "File of accepted bearer tokens, one per line ('#' comments and "
           "blank lines ignored); re-read on SIGHUP. Every call except "
           "grpc.health.v1 then needs 'authorization: Bearer <token>'.");
+
+ABSL_FLAG(double, drain_delay_s, 0,
+          "On SIGTERM/SIGINT, seconds to go on serving after health turned "
+          "NOT_SERVING, so that load balancers stop sending (Kubernetes: a "
+          "few readiness periods).");
+ABSL_FLAG(double, shutdown_timeout_s, 30,
+          "After the drain delay, seconds the calls already accepted may "
+          "take to complete before they are cancelled.");
+ABSL_FLAG(int, grpc_max_connection_age_s, 0,
+          "Send GOAWAY to connections older than this (clients reconnect, "
+          "so new replicas get traffic); 0 = never.");
+ABSL_FLAG(int, grpc_max_connection_age_grace_s, 30,
+          "After a max-age GOAWAY, seconds the connection's calls may still "
+          "run before it is closed.");
+ABSL_FLAG(int, grpc_keepalive_time_s, 60,
+          "Ping an idle connection after this many seconds (dead peers are "
+          "noticed).");
+ABSL_FLAG(int, grpc_keepalive_timeout_s, 20,
+          "Close a connection whose keepalive ping is not answered within "
+          "this many seconds.");
+ABSL_FLAG(int, grpc_keepalive_min_client_ping_interval_s, 10,
+          "Keepalive enforcement: clients pinging more often than this get "
+          "GOAWAY too_many_pings.");
+ABSL_FLAG(bool, grpc_keepalive_permit_without_calls, true,
+          "Keepalive enforcement: allow client pings on connections with no "
+          "call open.");
 
 namespace {
 
@@ -103,9 +156,26 @@ absl::Status LoadSecurity(attn::server::ServerSecurity* security) {
   return absl::OkStatus();
 }
 
-// How long in-flight calls may run after SIGINT/SIGTERM before they are
-// cancelled.
-constexpr absl::Duration kShutdownGrace = absl::Seconds(30);
+// Blocks until SIGINT or SIGTERM arrives (they are blocked in every thread
+// and taken here, synchronously); returns its number. Each SIGHUP meanwhile
+// calls on_hangup.
+template <typename OnHangup>
+int WaitForStopSignal(OnHangup on_hangup) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  while (true) {
+    int signal_number = 0;
+    if (sigwait(&signals, &signal_number) != 0) continue;
+    if (signal_number == SIGHUP) {
+      on_hangup();
+      continue;
+    }
+    return signal_number;
+  }
+}
 
 // SIGHUP: re-reads --auth_token_file (if any); on error the old tokens stay.
 void ReloadTokens(const attn::server::ServerSecurity& security) {
@@ -160,31 +230,56 @@ int Run() {
   }
 
   const std::string root = absl::GetFlag(FLAGS_model_repository);
-  absl::StatusOr<std::unique_ptr<ModelRepository>> repository =
-      root.empty() ? ModelRepository::CreateDemo()
-                   : ModelRepository::LoadFromDirectory(root);
-  if (!repository.ok()) {
-    std::cerr << "attn_server: failed to load "
-              << (root.empty() ? std::string("the demo model")
-                               : "model repository " + root)
-              << ": " << repository.status() << "\n";
+  const int poll_s = absl::GetFlag(FLAGS_repository_poll_s);
+  const int load_threads = absl::GetFlag(FLAGS_model_load_threads);
+  if (poll_s < 0) {
+    std::cerr << "attn_server: --repository_poll_s is " << poll_s
+              << "; expected 0 (off) or a number of seconds\n";
     return 1;
   }
-  std::shared_ptr<const ModelRepository> models = std::move(*repository);
-  for (const auto& model : models->List()) {
-    std::cerr << "attn_server: loaded model '" << model->name << "' version "
-              << model->version << " (d_model " << model->attention.d_model
-              << ", " << model->attention.num_heads << " heads, "
-              << model->attention.num_kv_heads << " kv heads, "
-              << model->config.compute_dtype << "; "
-              << model->kernel->ImplementationSummary() << ") from "
-              << model->source << "\n";
+  if (load_threads < 1) {
+    std::cerr << "attn_server: --model_load_threads is " << load_threads
+              << "; expected at least 1\n";
+    return 1;
+  }
+  std::shared_ptr<const ModelRepository> models;
+  if (root.empty()) {
+    absl::StatusOr<std::unique_ptr<ModelRepository>> demo =
+        ModelRepository::CreateDemo();
+    if (!demo.ok()) {
+      std::cerr << "attn_server: failed to load the demo model: "
+                << demo.status() << "\n";
+      return 1;
+    }
+    models = std::move(*demo);
+    for (const auto& model : models->List()) {
+      std::cerr << "attn_server: loaded model '" << model->name << "' version "
+                << model->version << " (d_model " << model->attention.d_model
+                << ", " << model->attention.num_heads << " heads; "
+                << model->kernel->ImplementationSummary() << ") from "
+                << model->source << "\n";
+    }
+  } else {
+    options.model_repository = root;
+    options.repository_poll = absl::Seconds(poll_s);
+    options.model_load_threads = load_threads;
+    options.exit_on_load_error = absl::GetFlag(FLAGS_exit_on_load_error);
+  }
+  options.enable_model_control = absl::GetFlag(FLAGS_enable_model_control);
+  if (options.enable_model_control && root.empty()) {
+    std::cerr << "attn_server: --enable_model_control needs "
+                 "--model_repository (the built-in demo model cannot be "
+                 "loaded or unloaded)\n";
+    return 1;
   }
 
   options.host = absl::GetFlag(FLAGS_host);
   options.port = port;
   options.metrics_port = metrics_port;
   options.threads = threads;
+  options.executor_nice = absl::GetFlag(FLAGS_executor_nice);
+  options.max_receive_message_bytes =
+      absl::GetFlag(FLAGS_max_receive_message_bytes);
   options.max_inflight_bytes = absl::GetFlag(FLAGS_max_inflight_bytes);
   if (options.max_inflight_bytes < 0) {
     std::cerr << "attn_server: --max_inflight_bytes is "
@@ -192,10 +287,43 @@ int Run() {
               << "; expected 0 (default) or a positive byte count\n";
     return 1;
   }
+  options.max_connection_age_s = absl::GetFlag(FLAGS_grpc_max_connection_age_s);
+  options.max_connection_age_grace_s =
+      absl::GetFlag(FLAGS_grpc_max_connection_age_grace_s);
+  options.keepalive_time_s = absl::GetFlag(FLAGS_grpc_keepalive_time_s);
+  options.keepalive_timeout_s = absl::GetFlag(FLAGS_grpc_keepalive_timeout_s);
+  options.keepalive_min_client_ping_interval_s =
+      absl::GetFlag(FLAGS_grpc_keepalive_min_client_ping_interval_s);
+  options.keepalive_permit_without_calls =
+      absl::GetFlag(FLAGS_grpc_keepalive_permit_without_calls);
+  const double drain_delay_s = absl::GetFlag(FLAGS_drain_delay_s);
+  const double shutdown_timeout_s = absl::GetFlag(FLAGS_shutdown_timeout_s);
+  if (!(drain_delay_s >= 0) || !(shutdown_timeout_s >= 0)) {
+    std::cerr << "attn_server: --drain_delay_s and --shutdown_timeout_s must "
+                 "be >= 0 seconds\n";
+    return 1;
+  }
+  if (options.max_connection_age_s < 0 ||
+      options.max_connection_age_grace_s < 0 || options.keepalive_time_s < 1 ||
+      options.keepalive_timeout_s < 1 ||
+      options.keepalive_min_client_ping_interval_s < 0) {
+    std::cerr << "attn_server: --grpc_max_connection_age_s, "
+                 "--grpc_max_connection_age_grace_s and "
+                 "--grpc_keepalive_min_client_ping_interval_s must be >= 0; "
+                 "--grpc_keepalive_time_s and --grpc_keepalive_timeout_s "
+                 ">= 1\n";
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<AttentionServer>> server =
       AttentionServer::Start(options, models);
   if (!server.ok()) {
-    std::cerr << "attn_server: " << server.status() << "\n";
+    if (!root.empty() &&
+        server.status().code() != absl::StatusCode::kUnavailable) {
+      std::cerr << "attn_server: failed to load model repository " << root
+                << ": " << server.status() << "\n";
+    } else {
+      std::cerr << "attn_server: " << server.status() << "\n";
+    }
     return 1;
   }
   if ((*server)->metrics_port() != 0) {
@@ -206,24 +334,24 @@ int Run() {
   std::cerr << "attn_server: in-flight request memory limited to "
             << (*server)->budget().limit() / (1 << 20)
             << " MiB (--max_inflight_bytes)\n";
+  std::cerr << absl::StrCat(
+      "attn_server: requests up to ", (*server)->receive_limit() / (1 << 20),
+      " MiB accepted (", (*server)->receive_limit_source(),
+      "; --max_receive_message_bytes overrides)\n");
   std::cout << "attn_server listening on " << (*server)->host() << ":"
             << (*server)->port() << std::endl;
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGHUP);
-  int signal_number = 0;
-  while (sigwait(&signals, &signal_number) != 0 || signal_number == SIGHUP) {
-    if (signal_number == SIGHUP) ReloadTokens(options.security);
-    signal_number = 0;
-  }
+  const int signal_number =
+      WaitForStopSignal([&] { ReloadTokens(options.security); });
+  const absl::Duration delay = absl::Seconds(drain_delay_s);
+  const absl::Duration timeout = absl::Seconds(shutdown_timeout_s);
   std::cerr << "attn_server: received "
             << (signal_number == SIGINT ? "SIGINT" : "SIGTERM")
-            << ", shutting down (in-flight calls may take up to "
-            << absl::FormatDuration(kShutdownGrace) << ")\n";
-  (*server)->Shutdown(kShutdownGrace);
+            << ", draining: health NOT_SERVING, serving for "
+            << absl::FormatDuration(delay)
+            << " more, then accepted calls may take up to "
+            << absl::FormatDuration(timeout) << std::endl;
+  (*server)->Drain(delay, timeout);
   std::cerr << "attn_server: stopped\n";
   return 0;
 }
@@ -243,7 +371,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serves multi-head attention models over gRPC.\n"
       "  attn_server [--host 0.0.0.0] [--port 50051] [--metrics_port 9090] "
-      "[--model_repository DIR] [--threads N]\n"
+      "[--model_repository DIR [--repository_poll_s N] "
+      "[--model_load_threads N] [--exit_on_load_error=false] "
+      "[--enable_model_control]] [--threads N]\n"
       "  [--tls_cert PEM --tls_key PEM [--tls_client_ca PEM]] "
       "[--auth_token_file FILE]");
   absl::ParseCommandLine(argc, argv);

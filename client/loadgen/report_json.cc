@@ -67,6 +67,7 @@ json StepJson(const StepResult& s) {
       {"tokens_per_second", Round(r.TokensPerSecond(), 0.01)},
       {"latency_us", LatencyJson(r.latency_ns)},
       {"latency_percentiles_us", curve},
+      {"error_latency_us", LatencyJson(r.error_latency_ns)},
       {"send_lag_us",
        {{"p50", Round(QuantileUs(r.send_lag_ns, 0.5), 0.1)},
         {"p99", Round(QuantileUs(r.send_lag_ns, 0.99), 0.1)},

@@ -22,6 +22,7 @@ void WindowResult::Merge(const WindowResult& other) {
     status_counts[i] += other.status_counts[i];
   }
   latency_ns.Merge(other.latency_ns);
+  error_latency_ns.Merge(other.error_latency_ns);
   send_lag_ns.Merge(other.send_lag_ns);
   sum_queue_us += other.sum_queue_us;
   sum_compute_us += other.sum_compute_us;
@@ -73,6 +74,7 @@ void Window::Complete(const CallOutcome& outcome) {
     result_.latency_ns.Record(outcome.latency_ns);
   } else {
     ++result_.errors;
+    result_.error_latency_ns.Record(outcome.latency_ns);
     if (errors_in_latency_) result_.latency_ns.Record(outcome.latency_ns);
   }
 }

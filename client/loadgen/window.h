@@ -41,8 +41,10 @@ struct WindowResult {
   int64_t late_sends = 0;
   int64_t tokens_ok = 0;
   std::array<int64_t, kNumStatusCodes> status_counts{};
-  LatencyHistogram latency_ns;   // OK calls (all calls with errors_in_latency)
-  LatencyHistogram send_lag_ns;  // actual - intended send time (open loop)
+  LatencyHistogram latency_ns;  // OK calls (all calls with errors_in_latency)
+  LatencyHistogram error_latency_ns;  // failed calls only (how fast a
+                                      // rejection comes back)
+  LatencyHistogram send_lag_ns;       // actual - intended send time (open loop)
   int64_t sum_queue_us = 0;
   int64_t sum_compute_us = 0;
   int64_t sum_batch_requests = 0;

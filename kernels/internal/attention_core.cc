@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -26,7 +27,14 @@ AttentionCore::AttentionCore(const dnnl::engine& engine, int64_t num_heads,
 
 absl::StatusOr<AttentionCore::TilePrims> AttentionCore::CreateTilePrims(
     const TileKey& key) const {
-  const auto [nb, qb, q_len, kv_len, q_stride, kv_stride] = key;
+  // Named copies, not a structured binding: C++17 lambdas (below) cannot
+  // capture those (clang rejects it; GCC accepts it as an extension).
+  const int64_t nb = std::get<0>(key);
+  const int64_t qb = std::get<1>(key);
+  const int64_t q_len = std::get<2>(key);
+  const int64_t kv_len = std::get<3>(key);
+  const int64_t q_stride = std::get<4>(key);
+  const int64_t kv_stride = std::get<5>(key);
   const int64_t kvh = num_kv_heads_;
   const int64_t group = num_heads_ / num_kv_heads_;
   const int64_t dh = head_dim_;

@@ -1,5 +1,6 @@
 #include "server/api/attention_service.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -30,10 +31,11 @@ absl::Time ContextDeadline(const grpc::CallbackServerContext& context) {
 // Unary Attend: lives from the handler until OnDone.
 class AttendReactor final : public grpc::ServerUnaryReactor {
  public:
-  AttendReactor(const AttentionServiceImpl* service,
+  AttendReactor(AttentionServiceImpl* service,
                 grpc::CallbackServerContext* context,
                 const v1::AttendRequest* request, v1::AttendResponse* response)
-      : cancelled_(std::make_shared<CancellationFlag>(false)),
+      : service_(service),
+        cancelled_(std::make_shared<CancellationFlag>(false)),
         metrics_(service->StartRequestMetrics(*request)) {
     BatchTask task;
     AttentionServiceImpl::ResponseSpec spec;
@@ -57,14 +59,31 @@ class AttendReactor final : public grpc::ServerUnaryReactor {
   }
 
   void OnCancel() override { cancelled_->store(true); }
-  void OnDone() override { delete this; }  // releases reservation_
+  void OnDone() override {
+    service_->CallEnded();
+    delete this;  // releases reservation_
+  }
 
  private:
+  AttentionServiceImpl* const service_;
   const std::shared_ptr<CancellationFlag> cancelled_;
   RequestMetrics metrics_;
   // The request's bytes in the in-flight budget, held until the answer has
   // been sent (OnDone).
   InflightBudget::Reservation reservation_;
+};
+
+const char kDrainingMessage[] =
+    "server is shutting down; retry on another replica (the request was "
+    "not processed)";
+
+// A call that arrived after StopAccepting(): held until RejectParked().
+class ParkedStreamReactor final : public StreamReactor {
+ public:
+  void Reject() {
+    Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, kDrainingMessage));
+  }
+  void OnDone() override { delete this; }
 };
 
 // AttendStream: reads requests one at a time, submits each, and writes the
@@ -73,9 +92,10 @@ class AttendReactor final : public grpc::ServerUnaryReactor {
 // Lifetime: Finish() is called exactly once, only when reads are done, no
 // request is still being computed (so no executor callback can touch this
 // object any more) and no write is outstanding; OnDone then deletes it.
-class AttendStreamReactor final : public StreamReactor {
+class AttendStreamReactor final : public StreamReactor,
+                                  public AttentionServiceImpl::DrainableStream {
  public:
-  AttendStreamReactor(const AttentionServiceImpl* service,
+  AttendStreamReactor(AttentionServiceImpl* service,
                       grpc::CallbackServerContext* context)
       : service_(service),
         context_(context),
@@ -83,11 +103,23 @@ class AttendStreamReactor final : public StreamReactor {
     StartRead(&request_);
   }
 
+  // Stops reading: the requests already read are answered, then the stream
+  // ends (OK if the client had half-closed, else UNAVAILABLE).
+  void Drain() override {
+    {
+      absl::MutexLock lock(&mu_);
+      draining_ = true;
+    }
+    Advance();
+  }
+
   void OnReadDone(bool ok) override {
     if (!ok) {  // client half-closed, or the call is broken
       {
         absl::MutexLock lock(&mu_);
         reads_done_ = true;
+        read_outstanding_ = false;
+        if (!draining_) client_half_closed_ = true;
       }
       Advance();
       return;
@@ -95,6 +127,10 @@ class AttendStreamReactor final : public StreamReactor {
     int64_t seq;
     {
       absl::MutexLock lock(&mu_);
+      read_outstanding_ = false;
+      // Finished while this read was in flight (drain): the request was
+      // never processed and gets no answer; the client resends it.
+      if (finished_) return;
       seq = next_seq_++;
       ++in_flight_;
     }
@@ -135,12 +171,18 @@ class AttendStreamReactor final : public StreamReactor {
     bool read_more;
     {
       absl::MutexLock lock(&mu_);
-      read_more = next_seq_ - next_write_ < kMaxOutstandingPerStream;
-      read_paused_ = !read_more;
+      read_more =
+          !draining_ && next_seq_ - next_write_ < kMaxOutstandingPerStream;
+      read_paused_ = !read_more && !draining_;
+      read_outstanding_ = read_more;
     }
     // Last use of `this` on this path: nothing can finish the stream while a
     // read is outstanding or paused (reads_done_ is false).
-    if (read_more) StartRead(&request_);
+    if (read_more) {
+      StartRead(&request_);
+    } else {
+      Advance();  // draining: may be the last answer
+    }
   }
 
   void OnWriteDone(bool ok) override {
@@ -158,7 +200,10 @@ class AttendStreamReactor final : public StreamReactor {
   }
 
   void OnCancel() override { cancelled_->store(true); }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->CallEnded(this);
+    delete this;
+  }
 
  private:
   static void SetError(const absl::Status& status, const std::string& id,
@@ -185,6 +230,7 @@ class AttendStreamReactor final : public StreamReactor {
     bool start_read = false;
     bool finish = false;
     bool clean = true;
+    bool drained = false;
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
@@ -197,29 +243,48 @@ class AttendStreamReactor final : public StreamReactor {
           to_write = &current_;
         }
       }
-      if (read_paused_ && !reads_done_ &&
+      if (read_paused_ && !reads_done_ && !draining_ &&
           (write_failed_ ||
            next_seq_ - next_write_ < kMaxOutstandingPerStream)) {
         read_paused_ = false;
         start_read = true;
       }
-      if (!writing_ && !start_read && !read_paused_ && reads_done_ &&
-          in_flight_ == 0 && (write_failed_ || pending_.empty())) {
+      // Draining: a read may still be outstanding (the client sends
+      // nothing); finishing completes it with ok=false.
+      const bool reads_over = reads_done_ || draining_;
+      if (!writing_ && !start_read && (!read_paused_ || draining_) &&
+          reads_over && in_flight_ == 0 &&
+          (write_failed_ || pending_.empty())) {
         finished_ = true;
         finish = true;
         clean = !write_failed_ && !cancelled_->load();
+        drained = clean && !client_half_closed_;
       }
     }
     if (to_write != nullptr) StartWrite(to_write);
-    if (start_read) StartRead(&request_);
+    if (start_read) {
+      {
+        absl::MutexLock lock(&mu_);
+        read_outstanding_ = true;
+      }
+      StartRead(&request_);
+    }
     if (finish) {
-      Finish(clean ? grpc::Status::OK
-                   : grpc::Status(grpc::StatusCode::CANCELLED,
-                                  "stream cancelled or broken"));
+      if (drained) {
+        Finish(grpc::Status(
+            grpc::StatusCode::UNAVAILABLE,
+            "server is draining: every request answered on this stream was "
+            "processed, the others were not read; resend them on a new "
+            "stream"));
+      } else {
+        Finish(clean ? grpc::Status::OK
+                     : grpc::Status(grpc::StatusCode::CANCELLED,
+                                    "stream cancelled or broken"));
+      }
     }
   }
 
-  const AttentionServiceImpl* const service_;
+  AttentionServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;
   const std::shared_ptr<CancellationFlag> cancelled_;
   // Written by gRPC between StartRead and OnReadDone only.
@@ -236,6 +301,9 @@ class AttendStreamReactor final : public StreamReactor {
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool client_half_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_outstanding_ ABSL_GUARDED_BY(mu_) = true;
 };
 
 }  // namespace
@@ -351,31 +419,115 @@ void AttentionServiceImpl::FillResponse(const ResponseSpec& spec,
   timing->set_batch_requests(result.timing.batch_requests);
 }
 
+bool AttentionServiceImpl::AdmitUnary(grpc::CallbackServerContext* context) {
+  absl::MutexLock lock(&drain_mu_);
+  if (!stopping_) {
+    ++accepted_running_;
+    return true;
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const grpc::Status unavailable(grpc::StatusCode::UNAVAILABLE,
+                                 kDrainingMessage);
+  if (rejecting_) {
+    reactor->Finish(unavailable);
+  } else {
+    ++parked_total_;
+    last_park_ = absl::Now();
+    parked_.push_back([reactor, unavailable] { reactor->Finish(unavailable); });
+  }
+  return false;
+}
+
+void AttentionServiceImpl::CallEnded(DrainableStream* stream) {
+  absl::MutexLock lock(&drain_mu_);
+  if (stream != nullptr) streams_.erase(stream);
+  --accepted_running_;
+  drain_cv_.SignalAll();
+}
+
+void AttentionServiceImpl::StopAccepting() {
+  absl::MutexLock lock(&drain_mu_);
+  if (stopping_) return;
+  stopping_ = true;
+  last_park_ = absl::Now();
+  // Under drain_mu_: a stream removes itself (OnDone) under it too, so none
+  // is deleted while it is told to drain.
+  for (DrainableStream* stream : streams_) stream->Drain();
+}
+
+int64_t AttentionServiceImpl::WaitForAcceptedCalls(absl::Time deadline,
+                                                   absl::Duration quiet) {
+  absl::MutexLock lock(&drain_mu_);
+  while (true) {
+    const absl::Time now = absl::Now();
+    if (accepted_running_ == 0 && now >= last_park_ + quiet) return 0;
+    if (now >= deadline) return accepted_running_;
+    drain_cv_.WaitWithDeadline(
+        &drain_mu_, std::min(deadline, std::max(now, last_park_ + quiet) +
+                                           absl::Milliseconds(5)));
+  }
+}
+
+void AttentionServiceImpl::RejectParked() {
+  std::vector<std::function<void()>> parked;
+  {
+    absl::MutexLock lock(&drain_mu_);
+    stopping_ = true;
+    rejecting_ = true;
+    parked.swap(parked_);
+  }
+  for (auto& reject : parked) reject();
+}
+
+int64_t AttentionServiceImpl::ParkedCalls() const {
+  absl::MutexLock lock(&drain_mu_);
+  return parked_total_;
+}
+
 grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(
     grpc::CallbackServerContext* context, const v1::AttendRequest* request,
     v1::AttendResponse* response) {
+  if (!AdmitUnary(context)) return context->DefaultReactor();
   return new AttendReactor(this, context, request, response);
 }
 
 StreamReactor* AttentionServiceImpl::AttendStream(
     grpc::CallbackServerContext* context) {
-  return new AttendStreamReactor(this, context);
+  absl::MutexLock lock(&drain_mu_);
+  if (!stopping_) {
+    ++accepted_running_;
+    auto* stream = new AttendStreamReactor(this, context);
+    streams_.insert(stream);
+    return stream;
+  }
+  auto* parked = new ParkedStreamReactor();
+  if (rejecting_) {
+    parked->Reject();
+  } else {
+    ++parked_total_;
+    last_park_ = absl::Now();
+    parked_.push_back([parked] { parked->Reject(); });
+  }
+  return parked;
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::ListModels(
     grpc::CallbackServerContext* context, const v1::ListModelsRequest* request,
     v1::ListModelsResponse* response) {
+  if (!AdmitUnary(context)) return context->DefaultReactor();
   for (const std::shared_ptr<const Model>& model : repository_->List()) {
     FillModelInfo(*model, response->add_models());
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
+  CallEnded();
   return reactor;
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::GetModel(
     grpc::CallbackServerContext* context, const v1::GetModelRequest* request,
     v1::ModelInfo* response) {
+  if (!AdmitUnary(context)) return context->DefaultReactor();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Status status;
   if (request->model().empty()) {
@@ -393,6 +545,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::GetModel(
     if (model.ok()) FillModelInfo(**model, response);
   }
   reactor->Finish(ToGrpcStatus(status));
+  CallEnded();
   return reactor;
 }
 

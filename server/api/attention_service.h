@@ -12,14 +12,30 @@
 // its request_id; a failing request yields a response whose `error` is set,
 // and the stream goes on until the client half-closes.
 //
-// Thread-safety: all methods may be called concurrently by gRPC. The service
-// holds no mutable state of its own; per-call state lives in reactors.
+// Drain (see docs/ARCHITECTURE.md, "Drain"): StopAccepting() parks every
+// call that arrives afterwards (it is held, not answered) and tells open
+// AttendStream streams to stop reading: each finishes the requests already
+// read, then ends with OK if the client had half-closed, else UNAVAILABLE
+// "server is draining" (the requests without a response were never read:
+// resend them on a new stream). RejectParked() answers the parked calls
+// UNAVAILABLE and every later call at once. Parking keeps closed-loop
+// clients waiting while grpc::Server::Shutdown() sends its GOAWAY, so that
+// they open no new stream on a connection gRPC would cancel it on.
+//
+// Thread-safety: all methods may be called concurrently by gRPC and by the
+// server's shutdown thread; per-call state lives in reactors.
 #ifndef ATTNSERVE_SERVER_API_ATTENTION_SERVICE_H_
 #define ATTNSERVE_SERVER_API_ATTENTION_SERVICE_H_
 
+#include <functional>
 #include <memory>
+#include <set>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "attn/v1/attention.grpc.pb.h"
 #include "attn/v1/attention.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -68,7 +84,32 @@ class AttentionServiceImpl final
                                      const v1::GetModelRequest* request,
                                      v1::ModelInfo* response) override;
 
+  // Drain, step 1: from now on new calls are parked and open streams wind
+  // down. Idempotent.
+  void StopAccepting();
+  // Drain, step 2: blocks until no call accepted before StopAccepting() is
+  // still running and no call was parked for `quiet`, or until `deadline`.
+  // Returns the number of accepted calls still running (0 = drained).
+  int64_t WaitForAcceptedCalls(absl::Time deadline, absl::Duration quiet);
+  // Drain, step 3: answers every parked call, and every later one at once,
+  // with UNAVAILABLE. Idempotent.
+  void RejectParked();
+  // Calls parked so far (for logs and tests).
+  int64_t ParkedCalls() const;
+
   // Implementation details follow. API users need not read.
+
+  // Open AttendStream reactors (so that StopAccepting can reach them).
+  class DrainableStream {
+   public:
+    virtual ~DrainableStream() = default;
+    virtual void Drain() = 0;
+  };
+  // Called by a reactor's OnDone: an accepted call ended.
+  void CallEnded(DrainableStream* stream = nullptr);
+  // For a unary call: true if it is accepted (counted until CallEnded());
+  // false if it was parked or rejected on `context`'s default reactor.
+  bool AdmitUnary(grpc::CallbackServerContext* context);
 
   // How to turn an AttentionResult into an AttendResponse.
   struct ResponseSpec {
@@ -110,6 +151,16 @@ class AttentionServiceImpl final
   const ValidationLimits limits_;
   ServerMetrics* const metrics_;  // may be null
   InflightBudget* const budget_;  // may be null (no budget)
+
+  mutable absl::Mutex drain_mu_;
+  absl::CondVar drain_cv_;
+  bool stopping_ ABSL_GUARDED_BY(drain_mu_) = false;
+  bool rejecting_ ABSL_GUARDED_BY(drain_mu_) = false;
+  int64_t accepted_running_ ABSL_GUARDED_BY(drain_mu_) = 0;
+  int64_t parked_total_ ABSL_GUARDED_BY(drain_mu_) = 0;
+  absl::Time last_park_ ABSL_GUARDED_BY(drain_mu_) = absl::InfinitePast();
+  std::vector<std::function<void()>> parked_ ABSL_GUARDED_BY(drain_mu_);
+  std::set<DrainableStream*> streams_ ABSL_GUARDED_BY(drain_mu_);
 };
 
 }  // namespace attn::server

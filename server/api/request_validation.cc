@@ -324,4 +324,15 @@ int64_t EstimateRequestMemory(const v1::AttendRequest& request,
   return bytes;
 }
 
+int64_t ReceiveLimitFor(const Model& model) {
+  constexpr int64_t kMin = int64_t{4} << 20;
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  const int64_t length = model.config.max_sequence_length;
+  const int64_t width = model.attention.d_model;
+  int64_t bytes = SatMul(SatMul(SatMul(length, width), 3), 4);
+  bytes = SatAdd(bytes, SatMul(length, length));
+  bytes = SatAdd(bytes, int64_t{64} << 10);
+  return std::min(kMax, std::max(kMin, bytes));
+}
+
 }  // namespace attn::server

@@ -62,6 +62,13 @@ absl::StatusOr<ValidatedRequest> ValidateAttendRequest(
 int64_t EstimateRequestMemory(const v1::AttendRequest& request,
                               int64_t num_heads, int64_t max_message_bytes);
 
+// The gRPC receive limit a model needs: its largest single-sequence request,
+// fp32 query, key and value of max_sequence_length x d_model, a BOOL mask of
+// max_sequence_length^2 and 64 KiB of framing; at least 4 MiB (gRPC's
+// default) and at most INT32_MAX. Larger requests (a longer batch) are
+// refused by gRPC with RESOURCE_EXHAUSTED before the server reads them.
+int64_t ReceiveLimitFor(const Model& model);
+
 }  // namespace attn::server
 
 #endif  // ATTNSERVE_SERVER_API_REQUEST_VALIDATION_H_

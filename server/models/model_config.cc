@@ -1,11 +1,14 @@
 #include "server/models/model_config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -195,7 +198,86 @@ absl::Status ParseWarmup(const Json& array, const std::string& path,
   return absl::OkStatus();
 }
 
+// "version_policy": exactly one of {"latest": N}, {"all": true},
+// {"specific": [v, ...]}.
+absl::Status ParseVersionPolicy(const Json& object, const std::string& path,
+                                VersionPolicy* out) {
+  constexpr char kForms[] =
+      "expected one of {\"latest\": N}, {\"all\": true}, "
+      "{\"specific\": [1, 3]}";
+  if (object.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": 'version_policy' has ", object.size(), " keys; ", kForms));
+  }
+  ObjectReader r(object, path, "version_policy.");
+  VersionPolicy policy;
+  if (object.contains("latest")) {
+    policy.kind = VersionPolicy::Kind::kLatest;
+    ATTN_RETURN_IF_ERROR(r.Int("latest", 1, &policy.latest));
+  } else if (object.contains("all")) {
+    bool all = false;
+    ATTN_RETURN_IF_ERROR(r.Bool("all", &all));
+    if (!all) {
+      return r.Error("all", absl::StrCat("must be true; ", kForms));
+    }
+    policy.kind = VersionPolicy::Kind::kAll;
+  } else if (object.contains("specific")) {
+    absl::StatusOr<const Json*> list = r.Array("specific");
+    if (!list.ok()) return list.status();
+    if ((*list)->empty()) {
+      return r.Error("specific", "must list at least one version");
+    }
+    policy.kind = VersionPolicy::Kind::kSpecific;
+    for (const Json& v : **list) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 1) {
+        return r.Error("specific",
+                       "must hold integers >= 1 (version directory names)");
+      }
+      policy.specific.push_back(v.get<int64_t>());
+    }
+    std::sort(policy.specific.begin(), policy.specific.end());
+    policy.specific.erase(
+        std::unique(policy.specific.begin(), policy.specific.end()),
+        policy.specific.end());
+  }
+  ATTN_RETURN_IF_ERROR(r.CheckNoUnknownKeys("latest, all, specific"));
+  *out = std::move(policy);
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+std::vector<int64_t> VersionPolicy::Select(
+    const std::vector<int64_t>& available) const {
+  switch (kind) {
+    case Kind::kAll:
+      return available;
+    case Kind::kSpecific: {
+      std::vector<int64_t> out;
+      std::set_intersection(available.begin(), available.end(),
+                            specific.begin(), specific.end(),
+                            std::back_inserter(out));
+      return out;
+    }
+    case Kind::kLatest:
+    default: {
+      const size_t n = std::min(available.size(), static_cast<size_t>(latest));
+      return std::vector<int64_t>(available.end() - n, available.end());
+    }
+  }
+}
+
+std::string VersionPolicy::ToString() const {
+  switch (kind) {
+    case Kind::kAll:
+      return "all";
+    case Kind::kSpecific:
+      return absl::StrCat("specific [", absl::StrJoin(specific, ", "), "]");
+    case Kind::kLatest:
+    default:
+      return absl::StrCat("latest ", latest);
+  }
+}
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
                                              const std::string& path) {
@@ -231,9 +313,15 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
     ATTN_RETURN_IF_ERROR(ParseWarmup(**warmup, path, config.max_sequence_length,
                                      &config.warmup));
   }
+  absl::StatusOr<const Json*> policy = r.Object("version_policy");
+  if (!policy.ok()) return policy.status();
+  if (*policy != nullptr) {
+    ATTN_RETURN_IF_ERROR(
+        ParseVersionPolicy(**policy, path, &config.version_policy));
+  }
   ATTN_RETURN_IF_ERROR(r.CheckNoUnknownKeys(
       "num_heads, num_kv_heads, head_dim, causal, compute_dtype, scale, "
-      "max_sequence_length, batching, warmup"));
+      "max_sequence_length, batching, warmup, version_policy"));
 
   if (config.compute_dtype != "float32" && config.compute_dtype != "bfloat16") {
     return r.Error("compute_dtype",

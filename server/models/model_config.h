@@ -4,7 +4,8 @@
 //   {"num_heads": 8, "num_kv_heads": 2, "causal": false,
 //    "compute_dtype": "float32", "max_sequence_length": 4096,
 //    "batching": {"max_batch_tokens": 4096, "max_queue_delay_us": 500},
-//    "warmup": [{"batch": 1, "seq": 16}, {"batch": 8, "seq": 128}]}
+//    "warmup": [{"batch": 1, "seq": 16}, {"batch": 8, "seq": 128}],
+//    "version_policy": {"latest": 2}}
 //
 // Unknown keys (at any level) are an error, so that a typo never silently
 // falls back to a default.
@@ -50,6 +51,27 @@ struct WarmupShape {
   bool return_attention_weights = false;
 };
 
+// Which of the version directories found on disk are served
+// (config.json → "version_policy"; the convention of Triton, TF Serving and
+// OVMS): {"latest": N} (default {"latest": 1}), {"all": true} or
+// {"specific": [1, 3]}.
+struct VersionPolicy {
+  enum class Kind { kLatest, kAll, kSpecific };
+  Kind kind = Kind::kLatest;
+  int64_t latest = 1;             // kLatest: how many of the newest
+  std::vector<int64_t> specific;  // kSpecific: sorted, unique, >= 1
+
+  // The versions of `available` (sorted ascending) the policy serves,
+  // ascending.
+  std::vector<int64_t> Select(const std::vector<int64_t>& available) const;
+  // "latest 1", "all", "specific [1, 3]".
+  std::string ToString() const;
+  bool operator==(const VersionPolicy& other) const {
+    return kind == other.kind && latest == other.latest &&
+           specific == other.specific;
+  }
+};
+
 // Parsed config.json. Fields the file leaves out keep the defaults below;
 // fields that depend on d_model (known only from the checkpoint) stay 0 here
 // and are resolved by ResolveAttentionConfig().
@@ -65,6 +87,7 @@ struct ModelConfig {
   // Default (key absent): [{1, 16}, {1, 16, weights}], the shape of a small
   // request on both the flash and the materialising core; [] turns it off.
   std::vector<WarmupShape> warmup = {{1, 16, false}, {1, 16, true}};
+  VersionPolicy version_policy;
 };
 
 // Parses and validates config.json text. `path` is only used in messages.

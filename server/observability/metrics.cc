@@ -30,6 +30,9 @@ struct NameSeries {
   prometheus::Histogram* batch_requests = nullptr;
   prometheus::Histogram* batch_tokens = nullptr;
   prometheus::Counter* tokens = nullptr;
+  // Null for the unknown model.
+  prometheus::Counter* load_failures = nullptr;
+  prometheus::Histogram* load_duration = nullptr;
 };
 
 // Series labelled by model name and version.
@@ -37,6 +40,8 @@ struct VersionSeries {
   NameSeries* name = nullptr;
   prometheus::Gauge* queue_depth = nullptr;
   prometheus::Gauge* ready = nullptr;
+  prometheus::Gauge* memory = nullptr;
+  prometheus::Gauge* queue_capacity = nullptr;
 };
 
 }  // namespace metrics_internal
@@ -60,6 +65,12 @@ prometheus::Histogram::BucketBoundaries BatchRequestBuckets() {
 // Query tokens per kernel call: 1 to 64 Ki.
 prometheus::Histogram::BucketBoundaries BatchTokenBuckets() {
   return {1, 4, 16, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536};
+}
+
+// Model load times, seconds: 10 ms to 10 min.
+prometheus::Histogram::BucketBoundaries LoadBuckets() {
+  return {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,  2.5,
+          5,    10,    30,   60,  120,  300, 600};
 }
 
 double Seconds(absl::Duration d) {
@@ -89,46 +100,46 @@ ServerMetrics::ServerMetrics(
   using prometheus::BuildHistogram;
   prometheus::Registry& r = *registry_;
 
-  auto& requests =
-      BuildCounter()
-          .Name("attn_requests_total")
-          .Help(
-              "Attend requests answered (unary calls and stream messages), "
-              "by model and gRPC status code.")
-          .Register(r);
-  auto& request_duration =
-      BuildHistogram()
-          .Name("attn_request_duration_seconds")
-          .Help(
-              "Time from receiving an Attend request to answering it, for "
-              "requests that were queued (computed, or dropped as "
-              "cancelled / past deadline).")
-          .Register(r);
-  auto& queue_duration =
-      BuildHistogram()
-          .Name("attn_queue_duration_seconds")
-          .Help(
-              "Time a request waited in its model's queue before compute "
-              "(or before being dropped).")
-          .Register(r);
-  auto& compute_duration = BuildHistogram()
-                               .Name("attn_compute_duration_seconds")
-                               .Help("Duration of one kernel call (one batch).")
-                               .Register(r);
-  auto& batch_requests = BuildHistogram()
-                             .Name("attn_batch_requests")
-                             .Help("Requests served by one kernel call.")
-                             .Register(r);
-  auto& batch_tokens = BuildHistogram()
-                           .Name("attn_batch_tokens")
-                           .Help(
-                               "Query tokens (batch x Sq, summed over the "
-                               "requests) computed by one kernel call.")
+  requests_ =
+      &BuildCounter()
+           .Name("attn_requests_total")
+           .Help(
+               "Attend requests answered (unary calls and stream messages), "
+               "by model and gRPC status code.")
+           .Register(r);
+  request_duration_ =
+      &BuildHistogram()
+           .Name("attn_request_duration_seconds")
+           .Help(
+               "Time from receiving an Attend request to answering it, for "
+               "requests that were queued (computed, or dropped as "
+               "cancelled / past deadline).")
+           .Register(r);
+  queue_duration_ =
+      &BuildHistogram()
+           .Name("attn_queue_duration_seconds")
+           .Help(
+               "Time a request waited in its model's queue before compute "
+               "(or before being dropped).")
+           .Register(r);
+  compute_duration_ = &BuildHistogram()
+                           .Name("attn_compute_duration_seconds")
+                           .Help("Duration of one kernel call (one batch).")
                            .Register(r);
-  auto& tokens = BuildCounter()
-                     .Name("attn_tokens_total")
-                     .Help("Query tokens computed successfully.")
-                     .Register(r);
+  batch_requests_ = &BuildHistogram()
+                         .Name("attn_batch_requests")
+                         .Help("Requests served by one kernel call.")
+                         .Register(r);
+  batch_tokens_ = &BuildHistogram()
+                       .Name("attn_batch_tokens")
+                       .Help(
+                           "Query tokens (batch x Sq, summed over the "
+                           "requests) computed by one kernel call.")
+                       .Register(r);
+  tokens_ = &BuildCounter()
+                 .Name("attn_tokens_total")
+                 .Help("Query tokens computed successfully.")
+                 .Register(r);
   auto& inflight =
       BuildGauge()
           .Name("attn_inflight_requests")
@@ -136,32 +147,47 @@ ServerMetrics::ServerMetrics(
               "Attend requests received and not yet answered (validating, "
               "queued or computing).")
           .Register(r);
-  auto& queue_depth = BuildGauge()
-                          .Name("attn_queue_depth")
-                          .Help(
-                              "Requests waiting in the queue of a model "
-                              "version.")
-                          .Register(r);
-  auto& queue_capacity =
-      BuildGauge()
-          .Name("attn_queue_capacity")
-          .Help(
-              "batching.max_queue_size of a model version: a request "
-              "arriving at a full queue is UNAVAILABLE.")
-          .Register(r);
-  auto& ready = BuildGauge()
-                    .Name("attn_model_ready")
-                    .Help(
-                        "1 if the model version is loaded and serving, 0 "
-                        "otherwise.")
-                    .Register(r);
-  auto& load_failures =
-      BuildCounter()
-          .Name("attn_model_load_failures_total")
-          .Help(
-              "Failed loads of a model. A load failure at start-up stops "
-              "the server, so a running server reports 0.")
-          .Register(r);
+  queue_depth_ = &BuildGauge()
+                      .Name("attn_queue_depth")
+                      .Help(
+                          "Requests waiting in the queue of a model "
+                          "version.")
+                      .Register(r);
+  queue_capacity_ =
+      &BuildGauge()
+           .Name("attn_queue_capacity")
+           .Help(
+               "batching.max_queue_size of a model version: a request "
+               "arriving at a full queue is UNAVAILABLE.")
+           .Register(r);
+  ready_ = &BuildGauge()
+                .Name("attn_model_ready")
+                .Help(
+                    "1 if the model version is loaded and serving, 0 "
+                    "otherwise.")
+                .Register(r);
+  load_failures_ =
+      &BuildCounter()
+           .Name("attn_model_load_failures_total")
+           .Help(
+               "Refused loads of a model: a malformed or truncated "
+               "checkpoint, a file still being written, a config.json that "
+               "does not parse or fit, a failed warm-up. The served version "
+               "keeps serving.")
+           .Register(r);
+  load_duration_ = &BuildHistogram()
+                        .Name("attn_model_load_duration_seconds")
+                        .Help(
+                            "Time to load one model version: read, convert, "
+                            "pack and warm up, until it serves.")
+                        .Register(r);
+  memory_ = &BuildGauge()
+                 .Name("attn_model_memory_bytes")
+                 .Help(
+                     "Bytes of weights a model version holds: set when it "
+                     "loads, kept while it unloads (in-flight requests), 0 "
+                     "once freed.")
+                 .Register(r);
   auto& build_info =
       BuildGauge()
           .Name("attn_build_info")
@@ -190,68 +216,121 @@ ServerMetrics::ServerMetrics(
         &auth_rejected.Add({{"reason", AuthResultReason(reason)}});
   }
 
-  auto add_requests = [&](const std::string& label, NameSeries* s) {
-    for (int c = 0; c < kNumCodes; ++c) {
-      s->requests[c] = &requests.Add(
-          {{"model", label},
-           {"code",
-            absl::StatusCodeToString(static_cast<absl::StatusCode>(c))}});
-    }
-  };
   unknown_ = std::make_unique<NameSeries>();
-  add_requests(kUnknownModelLabel, unknown_.get());
-
-  for (const std::shared_ptr<const Model>& model : models) {
-    if (model == nullptr) continue;
-    std::unique_ptr<NameSeries>& name = names_[model->name];
-    if (name == nullptr) {
-      name = std::make_unique<NameSeries>();
-      const prometheus::Labels l = {{"model", model->name}};
-      add_requests(model->name, name.get());
-      name->request_duration = &request_duration.Add(l, LatencyBuckets());
-      name->queue_duration = &queue_duration.Add(l, LatencyBuckets());
-      name->compute_duration = &compute_duration.Add(l, LatencyBuckets());
-      name->batch_requests = &batch_requests.Add(l, BatchRequestBuckets());
-      name->batch_tokens = &batch_tokens.Add(l, BatchTokenBuckets());
-      name->tokens = &tokens.Add(l);
-      load_failures.Add(l);  // 0: a failed load stops the server today
+  AddRequestSeries(kUnknownModelLabel, unknown_.get());
+  {
+    absl::MutexLock lock(&series_mu_);
+    unknown_series_ = unknown_.get();
+    for (const std::shared_ptr<const Model>& model : models) {
+      if (model == nullptr) continue;
+      VersionSeries* v = EnsureVersionLocked(model->name, model->version,
+                                             &model->config.batching);
+      v->ready->Set(1);
+      v->memory->Set(static_cast<double>(model->weight_bytes));
     }
-    auto version = std::make_unique<VersionSeries>();
-    const prometheus::Labels lv = {{"model", model->name},
-                                   {"version", absl::StrCat(model->version)}};
-    version->name = name.get();
-    version->queue_depth = &queue_depth.Add(lv);
-    version->ready = &ready.Add(lv);
-    version->ready->Set(1);
-    queue_capacity.Add(lv).Set(
-        static_cast<double>(model->config.batching.max_queue_size));
-    versions_[model.get()] = std::move(version);
   }
-  // A real model named "unknown" shares the unknown model's request
-  // counters (Family::Add returned the same ones) and has real histograms.
-  auto it = names_.find(kUnknownModelLabel);
-  unknown_series_ = it != names_.end() ? it->second.get() : unknown_.get();
+}
+
+void ServerMetrics::AddRequestSeries(const std::string& label, NameSeries* s) {
+  for (int c = 0; c < kNumCodes; ++c) {
+    s->requests[c] = &requests_->Add(
+        {{"model", label},
+         {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(c))}});
+  }
+}
+
+ServerMetrics::NameSeries* ServerMetrics::EnsureNameLocked(
+    const std::string& model) {
+  std::unique_ptr<NameSeries>& name = names_[model];
+  if (name == nullptr) {
+    name = std::make_unique<NameSeries>();
+    const prometheus::Labels l = {{"model", model}};
+    AddRequestSeries(model, name.get());
+    name->request_duration = &request_duration_->Add(l, LatencyBuckets());
+    name->queue_duration = &queue_duration_->Add(l, LatencyBuckets());
+    name->compute_duration = &compute_duration_->Add(l, LatencyBuckets());
+    name->batch_requests = &batch_requests_->Add(l, BatchRequestBuckets());
+    name->batch_tokens = &batch_tokens_->Add(l, BatchTokenBuckets());
+    name->tokens = &tokens_->Add(l);
+    name->load_failures = &load_failures_->Add(l);
+    name->load_duration = &load_duration_->Add(l, LoadBuckets());
+    // A real model named "unknown" shares the unknown model's request
+    // counters (Family::Add returned the same ones) and has real histograms.
+    if (model == kUnknownModelLabel) unknown_series_ = name.get();
+  }
+  return name.get();
+}
+
+ServerMetrics::VersionSeries* ServerMetrics::EnsureVersionLocked(
+    const std::string& model, int64_t version,
+    const BatchingOptions* batching) {
+  std::unique_ptr<VersionSeries>& v = versions_[{model, version}];
+  if (v == nullptr) {
+    v = std::make_unique<VersionSeries>();
+    const prometheus::Labels lv = {{"model", model},
+                                   {"version", absl::StrCat(version)}};
+    v->name = EnsureNameLocked(model);
+    v->queue_depth = &queue_depth_->Add(lv);
+    v->ready = &ready_->Add(lv);
+    v->memory = &memory_->Add(lv);
+    v->queue_capacity = &queue_capacity_->Add(lv);
+  }
+  if (batching != nullptr) {
+    v->queue_capacity->Set(static_cast<double>(batching->max_queue_size));
+  }
+  return v.get();
 }
 
 ServerMetrics::~ServerMetrics() = default;
 
 const ServerMetrics::NameSeries* ServerMetrics::FindName(
     absl::string_view model) const {
+  absl::ReaderMutexLock lock(&series_mu_);
   auto it = names_.find(model);
-  return it != names_.end() ? it->second.get() : unknown_series_;
+  return it != names_.end() ? it->second.get() : unknown_series_.load();
 }
 
 const ServerMetrics::VersionSeries* ServerMetrics::FindVersion(
     const Model& model) const {
-  auto it = versions_.find(&model);
+  absl::ReaderMutexLock lock(&series_mu_);
+  auto it = versions_.find(std::make_pair(model.name, model.version));
   return it == versions_.end() ? nullptr : it->second.get();
+}
+
+void ServerMetrics::VersionReady(const Model& model) {
+  absl::MutexLock lock(&series_mu_);
+  VersionSeries* v =
+      EnsureVersionLocked(model.name, model.version, &model.config.batching);
+  v->ready->Set(1);
+  v->memory->Set(static_cast<double>(model.weight_bytes));
+}
+
+void ServerMetrics::VersionUnrouted(const std::string& name, int64_t version) {
+  absl::MutexLock lock(&series_mu_);
+  EnsureVersionLocked(name, version, nullptr)->ready->Set(0);
+}
+
+void ServerMetrics::VersionFreed(const std::string& name, int64_t version) {
+  absl::MutexLock lock(&series_mu_);
+  EnsureVersionLocked(name, version, nullptr)->memory->Set(0);
+}
+
+void ServerMetrics::LoadSucceeded(const std::string& name,
+                                  absl::Duration took) {
+  absl::MutexLock lock(&series_mu_);
+  EnsureNameLocked(name)->load_duration->Observe(Seconds(took));
+}
+
+void ServerMetrics::LoadFailed(const std::string& name) {
+  absl::MutexLock lock(&series_mu_);
+  EnsureNameLocked(name)->load_failures->Increment();
 }
 
 RequestMetrics ServerMetrics::StartRequest() {
   inflight_->Increment();
   RequestMetrics r;
   r.metrics_ = this;
-  r.series_ = unknown_series_;
+  r.series_ = unknown_series_.load();
   r.start_ = std::chrono::steady_clock::now();
   return r;
 }
@@ -262,8 +341,10 @@ void ServerMetrics::AuthRejected(AuthResult reason) {
 }
 
 void ServerMetrics::SetModelsReady(bool ready) {
-  for (const auto& [model, series] : versions_)
+  absl::MutexLock lock(&series_mu_);
+  for (const auto& [key, series] : versions_) {
     series->ready->Set(ready ? 1 : 0);
+  }
 }
 
 void ServerMetrics::TaskQueued(const Model& model) {

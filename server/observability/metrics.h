@@ -1,6 +1,7 @@
 // Prometheus metrics of attn_server: the metric families, the series of
-// every loaded model (resolved once, at construction) and the per-request
-// bookkeeping the service uses. Exposition is MetricsEndpoint's job.
+// every model version (made when it first loads, kept afterwards) and the
+// per-request bookkeeping the service uses. Exposition is MetricsEndpoint's
+// job.
 //
 //   ServerMetrics metrics(repository->List());
 //   Batcher::Options options;
@@ -24,11 +25,14 @@
 //                                                 gauges
 //   attn_model_ready{model,version}               gauge (1 ready, 0 not)
 //   attn_model_load_failures_total{model}         counter
+//   attn_model_load_duration_seconds{model}       histogram
+//   attn_model_memory_bytes{model,version}        gauge
 //   attn_build_info{version,grpc_version,onednn_version}   gauge = 1
 //   attn_auth_rejected_total{reason}              counter (token check)
 //
-// Cost: every series is created here (Family::Add) and kept as a raw
-// pointer; recording is a hash lookup in an immutable map plus an atomic add
+// Cost: every series is created once (Family::Add), when its model version
+// first loads, and kept as a raw pointer (never removed, so pointers stay
+// valid); recording is a hash lookup under a reader lock plus an atomic add
 // or a histogram observation, per request or per kernel call, never per
 // token. Label values are bounded: model names come from the repository, and
 // a request naming any other model is counted under model="unknown" (which
@@ -36,20 +40,24 @@
 // gRPC code names.
 //
 // Thread-safety: all methods may be called concurrently from any thread.
-// The set of models is fixed at construction (the repository is immutable).
 #ifndef ATTNSERVE_SERVER_OBSERVABILITY_METRICS_H_
 #define ATTNSERVE_SERVER_OBSERVABILITY_METRICS_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/models/lifecycle_observer.h"
 #include "server/models/model_repository.h"
 #include "server/security/token_store.h"
 #include "server/serving/batch_observer.h"
@@ -59,6 +67,8 @@ class Counter;
 class Gauge;
 class Histogram;
 class Registry;
+template <typename T>
+class Family;
 }  // namespace prometheus
 
 namespace attn::server {
@@ -97,10 +107,11 @@ class RequestMetrics {
   std::chrono::steady_clock::time_point start_;
 };
 
-class ServerMetrics final : public BatchObserver {
+class ServerMetrics final : public BatchObserver, public LifecycleObserver {
  public:
   // Registers every family and the series of each model in `models` (and
   // of the unknown model) in a new registry. Ready gauges start at 1.
+  // Versions loaded later get their series from LifecycleObserver calls.
   explicit ServerMetrics(
       const std::vector<std::shared_ptr<const Model>>& models);
   ~ServerMetrics() override;
@@ -127,6 +138,13 @@ class ServerMetrics final : public BatchObserver {
                      absl::Duration compute,
                      const absl::Status& status) override;
 
+  // LifecycleObserver (called by ModelLifecycle).
+  void VersionReady(const Model& model) override;
+  void VersionUnrouted(const std::string& name, int64_t version) override;
+  void VersionFreed(const std::string& name, int64_t version) override;
+  void LoadSucceeded(const std::string& name, absl::Duration took) override;
+  void LoadFailed(const std::string& name) override;
+
   // Implementation details follow. API users need not read.
  private:
   friend class RequestMetrics;
@@ -135,18 +153,45 @@ class ServerMetrics final : public BatchObserver {
 
   // The series of `model`, or of the unknown model. Never null.
   const NameSeries* FindName(absl::string_view model) const;
-  // Null for a model that was not given to the constructor.
+  // Null for a model version that never loaded.
   const VersionSeries* FindVersion(const Model& model) const;
+
+  void AddRequestSeries(const std::string& label, NameSeries* s);
+  NameSeries* EnsureNameLocked(const std::string& model)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(series_mu_);
+  // `batching` (may be null) sets the queue capacity.
+  VersionSeries* EnsureVersionLocked(const std::string& model, int64_t version,
+                                     const BatchingOptions* batching)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(series_mu_);
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Gauge* inflight_ = nullptr;
   // Indexed by AuthResult; kOk stays null.
   prometheus::Counter* auth_rejected_[4] = {};
-  // Immutable after construction (read without locks).
-  absl::flat_hash_map<std::string, std::unique_ptr<NameSeries>> names_;
+  // Families that get series as models load (owned by registry_).
+  prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* request_duration_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* queue_duration_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* compute_duration_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* batch_requests_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* batch_tokens_ = nullptr;
+  prometheus::Family<prometheus::Counter>* tokens_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* queue_depth_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* queue_capacity_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* ready_ = nullptr;
+  prometheus::Family<prometheus::Counter>* load_failures_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* load_duration_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* memory_ = nullptr;
+
   std::unique_ptr<NameSeries> unknown_;
-  const NameSeries* unknown_series_ = nullptr;  // unknown_, or a real one
-  absl::flat_hash_map<const Model*, std::unique_ptr<VersionSeries>> versions_;
+  mutable absl::Mutex series_mu_;
+  // unknown_, or the series of a real model named "unknown".
+  std::atomic<const NameSeries*> unknown_series_{nullptr};
+  absl::flat_hash_map<std::string, std::unique_ptr<NameSeries>> names_
+      ABSL_GUARDED_BY(series_mu_);
+  absl::flat_hash_map<std::pair<std::string, int64_t>,
+                      std::unique_ptr<VersionSeries>>
+      versions_ ABSL_GUARDED_BY(series_mu_);
 };
 
 }  // namespace attn::server

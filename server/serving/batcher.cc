@@ -1,11 +1,14 @@
 #include "server/serving/batcher.h"
 
 #include <algorithm>
+#include <iostream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/thread_warmup.h"
+#include "server/serving/thread_priority.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -54,6 +57,7 @@ absl::Status DropStatus(const BatchTask& task, absl::Time enqueued,
 
 Batcher::Batcher(const Options& options)
     : threads_(std::max(1, options.threads)),
+      executor_nice_(options.executor_nice),
       clock_(options.clock != nullptr ? options.clock : Clock::Real()),
       observer_(options.observer) {
   thread_ = std::thread([this] { ExecutorLoop(); });
@@ -79,12 +83,15 @@ absl::Status Batcher::Submit(BatchTask task) {
   auto it = queue_index_.find(key);
   ModelQueue* queue;
   if (it == queue_index_.end()) {
+    PruneQueuesLocked();
     queues_.push_back(std::make_unique<ModelQueue>());
     queue = queues_.back().get();
     queue->model = task.job.model;
     queue_index_[key] = queue;
   } else {
     queue = it->second;
+    // An empty queue of a freed version whose address a new version reuses.
+    if (queue->model.expired()) queue->model = task.job.model;
   }
   const int64_t limit = key->config.batching.max_queue_size;
   if (static_cast<int64_t>(queue->entries.size()) >= limit) {
@@ -120,6 +127,26 @@ int64_t Batcher::InFlightTasks() const {
   return total_queued_ + running_;
 }
 
+void Batcher::PruneQueuesLocked() {
+  size_t kept = 0;
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    ModelQueue* q = queues_[i].get();
+    if (q->entries.empty() && q->model.expired()) {
+      for (auto it = queue_index_.begin(); it != queue_index_.end(); ++it) {
+        if (it->second == q) {
+          queue_index_.erase(it);
+          break;
+        }
+      }
+      if (next_queue_ > kept) --next_queue_;
+      continue;
+    }
+    queues_[kept++] = std::move(queues_[i]);
+  }
+  queues_.resize(kept);
+  if (next_queue_ >= queues_.size()) next_queue_ = 0;
+}
+
 Batcher::ModelQueue* Batcher::NextQueueLocked() {
   for (size_t tried = 0; tried < queues_.size(); ++tried) {
     const size_t i = (next_queue_ + tried) % queues_.size();
@@ -131,7 +158,7 @@ Batcher::ModelQueue* Batcher::NextQueueLocked() {
 }
 
 void Batcher::TakeLocked(ModelQueue* queue, Batch* batch, absl::Time now) {
-  const Model& model = *queue->model;
+  const Model& model = *batch->model;
   const int64_t max_requests = MaxBatchRequests(model);
   const int64_t max_tokens = model.config.batching.max_batch_tokens;
   std::deque<Entry>& entries = queue->entries;
@@ -159,7 +186,7 @@ void Batcher::TakeLocked(ModelQueue* queue, Batch* batch, absl::Time now) {
 }
 
 void Batcher::WaitToFillLocked(ModelQueue* queue, Batch* batch) {
-  const int64_t delay_us = queue->model->config.batching.max_queue_delay_us;
+  const int64_t delay_us = batch->model->config.batching.max_queue_delay_us;
   if (delay_us <= 0) return;
   while (!batch->full && !batch->entries.empty() && !stopping_ &&
          total_queued_ == 0) {
@@ -179,6 +206,14 @@ void Batcher::WaitToFillLocked(ModelQueue* queue, Batch* batch) {
 }
 
 void Batcher::ExecutorLoop() {
+  if (executor_nice_ > 0) {
+    // Before the OpenMP team exists, so that its threads inherit the value.
+    const absl::Status lowered = LowerCurrentThreadPriority(executor_nice_);
+    if (!lowered.ok()) {
+      std::cerr << absl::StrCat("attn_server: executor priority unchanged: ",
+                                lowered.message(), "\n");
+    }
+  }
 #ifdef _OPENMP
   // Every oneDNN primitive is created and executed on this thread, so this
   // is the thread count each kernel call uses.
@@ -187,9 +222,15 @@ void Batcher::ExecutorLoop() {
   // kernel call (thread creation is most of a small first call's extra cost
   // once the model has warmed up, see server/serving/warmup.h).
 #pragma omp parallel
-  {
-  }
+  {}
 #endif
+  // And this thread's first-use costs in oneDNN: a model warmed up on its
+  // load thread still paid 3-4x on its first call here without this.
+  const absl::Status warmed = kernels::WarmUpCallingThread();
+  if (!warmed.ok()) {
+    std::cerr << absl::StrCat("attn_server: executor thread warm-up failed: ",
+                              warmed.message(), "\n");
+  }
   bool after_batch = false;  // the previous iteration ran a batch
   for (;;) {
     Batch batch;
@@ -202,7 +243,7 @@ void Batcher::ExecutorLoop() {
       while (total_queued_ == 0 && !stopping_) work_cv_.Wait(&mu_);
       if (total_queued_ == 0) return;  // stopping and drained
       ModelQueue* queue = NextQueueLocked();
-      batch.model = queue->model;
+      batch.model = queue->entries.front().task.job.model;
       TakeLocked(queue, &batch, clock_->Now());
       // An idle executor dispatches at once; one that was busy while these
       // tasks queued may wait (bounded) for the batch to fill.

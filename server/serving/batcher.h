@@ -101,6 +101,10 @@ class Batcher {
     // OpenMP threads for each kernel call, set on the executor thread before
     // any primitive is created. Default: 1. REQUIRES: >= 1.
     int threads = 1;
+    // Nice increment of the executor thread and its OpenMP team (compute
+    // yields the CPU to gRPC's threads under saturation, see
+    // thread_priority.h); 0 = same priority. Default: 0. REQUIRES: 0..19.
+    int executor_nice = 0;
     // Time source for queue timing and deadlines. Not owned; must outlive
     // the Batcher. Default (nullptr): Clock::Real().
     Clock* clock = nullptr;
@@ -136,16 +140,21 @@ class Batcher {
 
   // Implementation details follow. API users need not read.
   //
-  // Invariants: queues_ holds one entry per model version ever submitted, in
-  // first-submit order (the round-robin order); total_queued_ is the sum of
-  // their sizes; next_queue_ < queues_.size() when queues_ is non-empty.
+  // Invariants: queues_ holds one entry per model version submitted to and
+  // still alive (empty queues of freed versions are pruned when a new queue
+  // is made), in first-submit order (the round-robin order); total_queued_ is
+  // the sum of their sizes; next_queue_ < queues_.size() when queues_ is
+  // non-empty.
  private:
   struct Entry {
     BatchTask task;
     absl::Time enqueued;
   };
+  // Holds no reference to its model: a version removed from the repository
+  // is freed as soon as its last queued or running task is done. While the
+  // queue is non-empty its tasks keep the model alive.
   struct ModelQueue {
-    std::shared_ptr<const Model> model;
+    std::weak_ptr<const Model> model;
     std::deque<Entry> entries;
   };
   // Tasks of one model taken from its queue, in FIFO order.
@@ -158,9 +167,12 @@ class Batcher {
   };
 
   void ExecutorLoop();
+  // Drops the empty queues of versions that have been freed.
+  void PruneQueuesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The next non-empty queue, round-robin. REQUIRES: total_queued_ > 0.
   ModelQueue* NextQueueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Moves tasks from the head of `queue` into `batch` up to the limits
+  // Moves tasks from the head of `queue` into `batch` (whose model is set)
+  // up to the limits
   // (step 1 of batch formation); cancelled/expired ones go to
   // batch->dropped.
   void TakeLocked(ModelQueue* queue, Batch* batch, absl::Time now)
@@ -176,6 +188,7 @@ class Batcher {
   void Drop(Entry& entry, absl::Status status, absl::Time now);
 
   const int threads_;
+  const int executor_nice_;
   Clock* const clock_;
   BatchObserver* const observer_;  // may be null
 

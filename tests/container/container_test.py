@@ -258,7 +258,9 @@ class ModelVolumeTest(unittest.TestCase):
                 out = client.attend(q, model="enc").output
                 np.testing.assert_allclose(out, torch_mha(mha, q), atol=1e-4, rtol=0)
 
-                # Drain: calls in flight when SIGTERM arrives are all answered.
+                # Drain: calls the server had accepted when SIGTERM arrives are
+                # all answered; calls it had not accepted yet may only get
+                # UNAVAILABLE "not processed" (safe to retry), never CANCELLED.
                 big = rng.uniform(-1, 1, (4, 1024, 128)).astype(np.float32)
                 pool = concurrent.futures.ThreadPoolExecutor(8)
                 futures = [pool.submit(client.attend, big, model="enc") for _ in range(8)]
@@ -281,14 +283,19 @@ class ModelVolumeTest(unittest.TestCase):
                                       if hasattr(e, "code") else repr(e))
                 pool.shutdown()
             self.assertEqual(code, 0, server.stderr_text())
-            self.assertEqual(errors, [], f"{len(errors)}/8 calls in flight at SIGTERM failed "
+            not_processed = "UNAVAILABLE: server is shutting down; retry on another replica"
+            self.assertEqual([e for e in errors if not e.startswith(not_processed)], [],
+                             f"calls failed other than as not processed "
                              f"(in flight at signal: {int(inflight)})")
+            self.assertGreaterEqual(len(results), int(inflight),
+                                    f"accepted calls lost: {errors}")
             for r in results:
                 self.assertEqual(r.output.shape, (4, 1024, 128))
             np.testing.assert_allclose(results[0].output, torch_mha(mha, big), atol=1e-4,
                                        rtol=0)
-            print(f"container: drain: {len(results)}/8 in-flight calls answered OK after "
-                  f"SIGTERM (in flight at signal: {int(inflight)}), exit code {code}")
+            print(f"container: drain: {len(results)}/8 calls answered OK after SIGTERM, "
+                  f"{len(errors)} UNAVAILABLE not processed (accepted at signal: "
+                  f"{int(inflight)}), exit code {code}")
         finally:
             server.cleanup()
             tmp.cleanup()

@@ -161,9 +161,16 @@ class KubernetesTest(unittest.TestCase):
         self.assertGreaterEqual(startup["periodSeconds"] * startup["failureThreshold"], 120)
 
     def test_grace_period_covers_drain(self):
-        # Server defaults until the drain flags land: --drain_delay_s 0, --shutdown_timeout_s 30.
-        needed = int(self.flags.get("drain_delay_s", 0)) + int(self.flags.get("shutdown_timeout_s", 30))
+        needed = int(self.flags["drain_delay_s"]) + int(self.flags["shutdown_timeout_s"])
         self.assertGreater(self.pod["terminationGracePeriodSeconds"], needed)
+        self.assertIn("grpc_max_connection_age_s", self.flags)
+        self.assertIn("grpc_max_connection_age_grace_s", self.flags)
+        for flag in ("grpc_keepalive_time_s", "grpc_keepalive_timeout_s",
+                     "grpc_keepalive_min_client_ping_interval_s"):
+            self.assertIn(flag, self.flags)
+        # The grace after a max-age GOAWAY fits in the pod's termination grace.
+        self.assertLess(int(self.flags["grpc_max_connection_age_grace_s"]),
+                        self.pod["terminationGracePeriodSeconds"])
 
     def test_non_root_and_model_volume(self):
         self.assertEqual(self.pod["securityContext"]["runAsUser"], 10001)

@@ -196,6 +196,15 @@ def causal_float_mask(sq, sk):
     return np.where(j <= i + (sk - sq), 0.0, -np.inf).astype(np.float32)
 
 
+def proc_status_bytes(pid, key):
+    """A byte figure of /proc/PID/status, e.g. key "VmRSS" or "VmHWM"."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
+
+
 def random_array(rng, *shape):
     return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
 

@@ -33,14 +33,6 @@ BUDGET = 40 * MIB           # two burst requests at once
 CALL_TIMEOUT_S = 120
 
 
-def vm_hwm_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc status")
-
-
 class MemoryBudgetTest(unittest.TestCase):
 
     @classmethod
@@ -52,7 +44,9 @@ class MemoryBudgetTest(unittest.TestCase):
             cls.mha, cls.tmp.name, "wide", version=1,
             config_extra={"max_sequence_length": 64})
         cls.server = h.ServerProcess(
-            cls.tmp.name, extra_args=["--max_inflight_bytes", str(BUDGET)])
+            cls.tmp.name, extra_args=["--max_inflight_bytes", str(BUDGET),
+                                      # the test sends batches far longer than one sequence
+                                      "--max_receive_message_bytes", str(256 * MIB)])
         cls.target = cls.server.start()
         cls.client = attnserve.Client(cls.target)
         cls.rng = np.random.default_rng(3)
@@ -69,6 +63,24 @@ class MemoryBudgetTest(unittest.TestCase):
         with torch.no_grad():
             t = torch.from_numpy(x)
             return self.mha(t, t, t, need_weights=False)[0].numpy()
+
+    def test_receive_limit_derives_from_the_models(self):
+        # "wide": max_sequence_length 64 x d_model 64 needs less than gRPC's
+        # 4 MiB default, so the derived limit is 4 MiB.
+        with h.running_server(self.tmp.name) as target, attnserve.Client(target) as client:
+            fits = h.random_array(self.rng, 900, SEQ, D_MODEL)       # 3.5 MiB
+            np.testing.assert_allclose(client.attend(fits, model="wide",
+                                                     timeout=CALL_TIMEOUT_S).output,
+                                       self.reference(fits), atol=1e-4, rtol=0)
+            too_big = h.random_array(self.rng, 1100, SEQ, D_MODEL)   # 4.3 MiB
+            with self.assertRaises(grpc.RpcError) as ctx:
+                client.attend(too_big, model="wide", timeout=CALL_TIMEOUT_S)
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # running_server has stopped it; its log named the limit and its source.
+
+    def test_startup_log_names_the_receive_limit(self):
+        self.assertIn("requests up to 256 MiB accepted (--max_receive_message_bytes",
+                      self.server.stderr_text())
 
     def test_startup_log_names_the_limit(self):
         self.assertIn(f"limited to {BUDGET // MIB} MiB (--max_inflight_bytes)",
@@ -122,7 +134,7 @@ class MemoryBudgetTest(unittest.TestCase):
             np.testing.assert_allclose(out, self.reference(big), rtol=1e-4, atol=1e-4)
 
         weights_bytes = 4 * (4 * D_MODEL * D_MODEL + 4 * D_MODEL)
-        hwm = vm_hwm_bytes(self.server.proc.pid)
+        hwm = h.proc_status_bytes(self.server.proc.pid, "VmHWM")
         bound = BUDGET + weights_bytes + 512 * MIB
         print(f"peak RSS {hwm / MIB:.0f} MiB, bound {bound / MIB:.0f} MiB")
         self.assertLess(hwm, bound)

@@ -89,8 +89,10 @@ class PythonClientTest(unittest.TestCase):
         export(cls.causal_mha, repo, "causal64", causal=True)
         cls.v1 = make_mha(3)
         cls.v2 = make_mha(4)
-        export(cls.v1, repo, "versioned", version=1)
-        export(cls.v2, repo, "versioned", version=2)
+        # Both versions served (the default policy serves only the newest).
+        both = {"version_policy": {"all": True}}
+        export(cls.v1, repo, "versioned", version=1, config_extra=both)
+        export(cls.v2, repo, "versioned", version=2, config_extra=both)
         cls.nobias = make_mha(5, d_model=32, heads=2, bias=False)
         export(cls.nobias, repo, "nobias32")
         cls.bert = make_mha(6)

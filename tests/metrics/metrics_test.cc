@@ -85,6 +85,47 @@ TEST(ServerMetricsTest, SeriesExistAtZeroForEveryModelAndCode) {
       Get(metrics, "attn_model_ready", {{"model", "a"}, {"version", "2"}}), 0);
 }
 
+TEST(ServerMetricsTest, LifecycleEventsMoveTheModelSeries) {
+  ServerMetrics metrics({});  // a lifecycle-managed server starts empty
+  EXPECT_EQ(SeriesCount(metrics, "attn_model_ready"), 0u);
+  auto m = std::make_shared<Model>();
+  m->name = "m";
+  m->version = 2;
+  m->weight_bytes = 4096;
+  m->config.batching.max_queue_size = 7;
+  metrics.VersionReady(*m);
+  const LabelMap v2 = {{"model", "m"}, {"version", "2"}};
+  EXPECT_EQ(Get(metrics, "attn_model_ready", v2), 1);
+  EXPECT_EQ(Get(metrics, "attn_model_memory_bytes", v2), 4096);
+  EXPECT_EQ(Get(metrics, "attn_queue_capacity", v2), 7);
+  // The new model's request series exist, so its requests are not
+  // "unknown" any more.
+  RequestMetrics r = metrics.StartRequest();
+  r.SetModel("m");
+  r.Finish(absl::StatusCode::kOk, true);
+  EXPECT_EQ(
+      Get(metrics, "attn_requests_total", {{"model", "m"}, {"code", "OK"}}), 1);
+  metrics.TaskQueued(*m);
+  EXPECT_EQ(Get(metrics, "attn_queue_depth", v2), 1);
+  metrics.TaskDequeued(*m, absl::Milliseconds(1));
+
+  metrics.LoadSucceeded("m", absl::Milliseconds(250));
+  EXPECT_EQ(Get(metrics, "attn_model_load_duration_seconds", {{"model", "m"}}),
+            1);
+  EXPECT_DOUBLE_EQ(Get(metrics, "attn_model_load_duration_seconds",
+                       {{"model", "m"}}, /*histogram_sum=*/true),
+                   0.25);
+  metrics.LoadFailed("m");
+  metrics.LoadFailed("m");
+  EXPECT_EQ(Get(metrics, "attn_model_load_failures_total", {{"model", "m"}}),
+            2);
+  metrics.VersionUnrouted("m", 2);  // out of routing, memory still held
+  EXPECT_EQ(Get(metrics, "attn_model_ready", v2), 0);
+  EXPECT_EQ(Get(metrics, "attn_model_memory_bytes", v2), 4096);
+  metrics.VersionFreed("m", 2);
+  EXPECT_EQ(Get(metrics, "attn_model_memory_bytes", v2), 0);
+}
+
 TEST(ServerMetricsTest, RequestsCountedByModelAndCode) {
   auto a = MakeModel("a", 1);
   ServerMetrics metrics({a});

@@ -9,6 +9,7 @@
 namespace attn::server {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 constexpr char kPath[] = "/repo/m/config.json";
@@ -61,6 +62,41 @@ TEST(ParseModelConfig, KeepsDefaultsForMissingKeys) {
   EXPECT_EQ(c->max_sequence_length, defaults.max_sequence_length);
   EXPECT_EQ(c->batching.max_batch_tokens, defaults.batching.max_batch_tokens);
   EXPECT_EQ(c->batching.max_queue_size, defaults.batching.max_queue_size);
+}
+
+TEST(ParseModelConfig, VersionPolicy) {
+  auto dflt = ParseModelConfig(R"({"num_heads": 2})", "c.json");
+  ASSERT_TRUE(dflt.ok());
+  EXPECT_EQ(dflt->version_policy.ToString(), "latest 1");
+  EXPECT_THAT(dflt->version_policy.Select({1, 2, 5}), ElementsAre(5));
+  auto latest = ParseModelConfig(
+      R"({"num_heads": 2, "version_policy": {"latest": 2}})", "c.json");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_THAT(latest->version_policy.Select({1, 2, 5}), ElementsAre(2, 5));
+  EXPECT_THAT(latest->version_policy.Select({3}), ElementsAre(3));
+  auto all = ParseModelConfig(
+      R"({"num_heads": 2, "version_policy": {"all": true}})", "c.json");
+  ASSERT_TRUE(all.ok());
+  EXPECT_THAT(all->version_policy.Select({1, 2, 5}), ElementsAre(1, 2, 5));
+  auto specific = ParseModelConfig(
+      R"({"num_heads": 2, "version_policy": {"specific": [5, 1, 1, 9]}})",
+      "c.json");
+  ASSERT_TRUE(specific.ok());
+  EXPECT_EQ(specific->version_policy.ToString(), "specific [1, 5, 9]");
+  EXPECT_THAT(specific->version_policy.Select({1, 2, 5}), ElementsAre(1, 5));
+
+  for (const char* bad :
+       {R"({"latest": 0})", R"({"latest": 1, "all": true})",
+        R"({"all": false})", R"({"specific": []})", R"({"specific": [0]})",
+        R"({"specific": ["1"]})", R"({"newest": 1})", R"({})", R"([1])"}) {
+    auto c = ParseModelConfig(
+        std::string(R"({"num_heads": 2, "version_policy": )") + bad + "}",
+        "c.json");
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr("c.json")) << bad;
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr("version_policy"))
+        << bad;
+  }
 }
 
 TEST(ParseModelConfig, RejectsSyntaxAndShape) {

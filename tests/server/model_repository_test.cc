@@ -42,7 +42,9 @@ std::string Message(const absl::Status& s) { return std::string(s.message()); }
 
 TEST(ModelRepository, LoadsVersionsAndSelectsNewest) {
   testing::TempDir root;
-  WriteModel(root.path(), "alpha", R"({"num_heads": 2})", {"1", "3", "10"});
+  WriteModel(root.path(), "alpha",
+             R"({"num_heads": 2, "version_policy": {"all": true}})",
+             {"1", "3", "10"});
   WriteModel(root.path(), "beta",
              R"({"num_heads": 2, "compute_dtype": "bfloat16", "causal": true})",
              {"1"});
@@ -88,6 +90,63 @@ TEST(ModelRepository, LoadsVersionsAndSelectsNewest) {
   EXPECT_EQ(missing_model.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(Message(missing_model), HasSubstr("'gamma'"));
   EXPECT_THAT(Message(missing_model), HasSubstr("alpha, beta"));
+}
+
+TEST(ModelRepository, VersionPolicySelectsVersions) {
+  testing::TempDir root;
+  WriteModel(root.path(), "dflt", R"({"num_heads": 2})", {"1", "2", "10"});
+  WriteModel(root.path(), "two",
+             R"({"num_heads": 2, "version_policy": {"latest": 2}})",
+             {"1", "2", "10"});
+  WriteModel(root.path(), "spec",
+             R"({"num_heads": 2, "version_policy": {"specific": [2, 1, 7]}})",
+             {"1", "2", "10"});
+  auto repo = ModelRepository::LoadFromDirectory(root.path());
+  ASSERT_TRUE(repo.ok()) << repo.status();
+  std::vector<std::string> got;
+  for (const ModelHandle& m : (*repo)->List()) {
+    got.push_back(m->name + "/" + std::to_string(m->version));
+  }
+  EXPECT_THAT(got, ::testing::ElementsAre("dflt/10", "spec/1", "spec/2",
+                                          "two/2", "two/10"));
+  auto spec_newest = (*repo)->Get("spec", 0);
+  ASSERT_TRUE(spec_newest.ok());
+  EXPECT_EQ((*spec_newest)->version, 2);  // newest of those served
+
+  testing::TempDir none;
+  WriteModel(none.path(), "m",
+             R"({"num_heads": 2, "version_policy": {"specific": [5]}})", {"1"});
+  auto empty = ModelRepository::LoadFromDirectory(none.path());
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(empty.status()), HasSubstr("specific [5]"));
+}
+
+TEST(ModelRepository, PublishAndRemoveAtRunTime) {
+  testing::TempDir root;
+  WriteModel(root.path(), "m",
+             R"({"num_heads": 2, "version_policy": {"all": true}})",
+             {"1", "2"});
+  auto loaded = ModelRepository::LoadFromDirectory(root.path());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ModelRepository routes;
+  EXPECT_EQ(routes.Get("m", 0).status().code(), absl::StatusCode::kNotFound);
+  for (const ModelHandle& m : (*loaded)->List()) {
+    EXPECT_EQ(routes.Publish(m), nullptr);
+  }
+  ModelHandle v2 = *routes.Get("m", 0);
+  EXPECT_EQ(v2->version, 2);
+  std::weak_ptr<const Model> watch = v2;
+  loaded->reset();
+  // Out of routing at once; alive while a request (here: v2) holds it.
+  EXPECT_EQ(routes.Remove("m", 2), v2);
+  EXPECT_EQ((*routes.Get("m", 0))->version, 1);
+  EXPECT_EQ(routes.Get("m", 2).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(watch.expired());
+  v2.reset();
+  EXPECT_TRUE(watch.expired());
+  EXPECT_NE(routes.Remove("m", 1), nullptr);
+  EXPECT_EQ(routes.Remove("m", 1), nullptr);
+  EXPECT_TRUE(routes.List().empty());
 }
 
 TEST(ModelRepository, MissingRootIsNotFound) {
