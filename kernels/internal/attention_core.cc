@@ -26,7 +26,8 @@ AttentionCore::AttentionCore(const dnnl::engine& engine, int64_t num_heads,
 
 absl::StatusOr<AttentionCore::TilePrims> AttentionCore::CreateTilePrims(
     const TileKey& key) const {
-  const auto [nb, qb, q_len, kv_len, q_stride, kv_stride] = key;
+  const auto [nb, qb, q_len, kv_len, q_stride, kv_stride, threads] = key;
+  (void)threads;  // oneDNN reads it from the calling thread itself
   const int64_t kvh = num_kv_heads_;
   const int64_t group = num_heads_ / num_kv_heads_;
   const int64_t dh = head_dim_;
@@ -105,7 +106,8 @@ absl::Status AttentionCore::Forward(int64_t batch, int64_t q_len,
     const int64_t nb = std::min(b_block, batch - b0);
     for (int64_t i0 = 0; i0 < q_len; i0 += q_block) {
       const int64_t qb = std::min(q_block, q_len - i0);
-      const TileKey key{nb, qb, q_len, kv_len, q_stride, kv_stride};
+      const TileKey key{nb,       qb,        q_len,          kv_len,
+                        q_stride, kv_stride, CallerThreads()};
       absl::StatusOr<std::shared_ptr<const TilePrims>> prims_or =
           cache_.GetOrCreate(key, [&] { return CreateTilePrims(key); });
       if (!prims_or.ok()) return prims_or.status();
