@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/serving/kernel_threads.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -180,15 +181,13 @@ void Batcher::WaitToFillLocked(ModelQueue* queue, Batch* batch) {
 
 void Batcher::ExecutorLoop() {
 #ifdef _OPENMP
-  // Every oneDNN primitive is created and executed on this thread, so this
-  // is the thread count each kernel call uses.
+  // Start this thread's OpenMP team (threads_ threads) now rather than in
+  // the first large kernel call (thread creation is most of a first call's
+  // extra cost once the model has warmed up, see server/serving/warmup.h).
+  // Each call then sets its own thread count (Run, KernelThreadsFor).
   omp_set_num_threads(threads_);
-  // Start this thread's OpenMP team now rather than in the first request's
-  // kernel call (thread creation is most of a small first call's extra cost
-  // once the model has warmed up, see server/serving/warmup.h).
 #pragma omp parallel
-  {
-  }
+  {}
 #endif
   bool after_batch = false;  // the previous iteration ran a batch
   for (;;) {
@@ -252,6 +251,17 @@ void Batcher::Run(Batch batch) {
   if (entries.empty()) return;
 
   const int64_t d_model = model.attention.d_model;
+  int64_t flops = 0;
+  for (const Entry& entry : entries) {
+    const AttentionJob& job = entry.task.job;
+    flops += AttentionFlops(model.attention, job.batch, job.q_len, job.kv_len,
+                            job.causal);
+  }
+#ifdef _OPENMP
+  // Small calls run on this thread alone: a team's joins would cost more
+  // than it saves (kernel_threads.h). The kernels read the count per call.
+  omp_set_num_threads(KernelThreadsFor(flops, threads_));
+#endif
   std::vector<AttentionResult> results(entries.size());
   std::vector<kernels::AttentionInput> inputs;
   std::vector<kernels::AttentionOutput> outputs;

@@ -11,10 +11,11 @@
 //   if (!s.ok()) ...;  // UNAVAILABLE: queue full or shutting down
 //
 // Why one thread: each kernel call is itself parallelised by oneDNN's OpenMP
-// over `threads` cores, so running two calls at once would oversubscribe the
-// cores (see docs KERNELS.md, "threads are fixed at primitive creation").
-// Compute is serialised; models are served round-robin so that one busy
-// model cannot starve another.
+// over up to `threads` cores, so running two calls at once would
+// oversubscribe the cores. Compute is serialised; models are served
+// round-robin so that one busy model cannot starve another. Each call gets
+// the threads its work pays for (server/serving/kernel_threads.h): a small
+// call runs on the executor thread alone, a large one on the whole team.
 //
 // Dynamic batching (per model version; BatchingOptions in config.json):
 // tasks of the SAME Model object -- one name and version, hence one
@@ -98,8 +99,9 @@ struct BatchTask {
 class Batcher {
  public:
   struct Options {
-    // OpenMP threads for each kernel call, set on the executor thread before
-    // any primitive is created. Default: 1. REQUIRES: >= 1.
+    // Most OpenMP threads of one kernel call (the executor's team); each
+    // call uses KernelThreadsFor(its FLOPs, threads). Default: 1.
+    // REQUIRES: >= 1.
     int threads = 1;
     // Time source for queue timing and deadlines. Not owned; must outlive
     // the Batcher. Default (nullptr): Clock::Real().

@@ -9,11 +9,13 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "server/serving/kernel_threads.h"
 
 namespace attn::server {
 namespace {
 
-absl::Status RunShape(const Model& model, const WarmupShape& shape) {
+absl::Status RunShape(const Model& model, const WarmupShape& shape,
+                      int threads) {
   const int64_t d = model.attention.d_model;
   const int64_t tokens = shape.batch * shape.seq;
   std::vector<float> query(static_cast<size_t>(tokens * d));
@@ -27,6 +29,12 @@ absl::Status RunShape(const Model& model, const WarmupShape& shape) {
     weights.resize(static_cast<size_t>(shape.batch * model.attention.num_heads *
                                        shape.seq * shape.seq));
   }
+  // The thread count the executor will give this call: primitives are
+  // cached per thread count.
+  omp_set_num_threads(
+      KernelThreadsFor(AttentionFlops(model.attention, shape.batch, shape.seq,
+                                      shape.seq, model.config.causal),
+                       threads));
   kernels::AttentionInput in;
   in.batch = shape.batch;
   in.q_len = in.kv_len = shape.seq;
@@ -46,9 +54,8 @@ absl::StatusOr<absl::Duration> WarmUp(const Model& model, int threads) {
   absl::Status status;
   const absl::Time start = absl::Now();
   std::thread runner([&] {
-    omp_set_num_threads(threads);
     for (const WarmupShape& shape : model.config.warmup) {
-      status = RunShape(model, shape);
+      status = RunShape(model, shape, threads);
       if (!status.ok()) {
         status = absl::Status(
             status.code(),
