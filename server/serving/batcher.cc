@@ -55,6 +55,7 @@ absl::Status DropStatus(const BatchTask& task, absl::Time enqueued,
 
 Batcher::Batcher(const Options& options)
     : threads_(std::max(1, options.threads)),
+      chooser_(threads_),
       clock_(options.clock != nullptr ? options.clock : Clock::Real()),
       observer_(options.observer) {
   thread_ = std::thread([this] { ExecutorLoop(); });
@@ -257,10 +258,11 @@ void Batcher::Run(Batch batch) {
     flops += AttentionFlops(model.attention, job.batch, job.q_len, job.kv_len,
                             job.causal);
   }
+  // One thread or the team, whichever has been faster for calls of this
+  // size (kernel_threads.h). The kernels read the count per call.
+  const int threads = chooser_.Choose(flops);
 #ifdef _OPENMP
-  // Small calls run on this thread alone: a team's joins would cost more
-  // than it saves (kernel_threads.h). The kernels read the count per call.
-  omp_set_num_threads(KernelThreadsFor(flops, threads_));
+  omp_set_num_threads(threads);
 #endif
   std::vector<AttentionResult> results(entries.size());
   std::vector<kernels::AttentionInput> inputs;
@@ -286,6 +288,7 @@ void Batcher::Run(Batch batch) {
                                   ModelLabel(model), " has no loaded kernel"))
                             : model.kernel->ForwardBatch(inputs, outputs);
   const absl::Duration compute = clock_->Now() - start;
+  if (status.ok()) chooser_.Record(flops, threads, compute);
   if (observer_ != nullptr) {
     observer_->BatchComputed(model, static_cast<int64_t>(entries.size()),
                              tokens, compute, status);

@@ -13,9 +13,9 @@
 // Why one thread: each kernel call is itself parallelised by oneDNN's OpenMP
 // over up to `threads` cores, so running two calls at once would
 // oversubscribe the cores. Compute is serialised; models are served
-// round-robin so that one busy model cannot starve another. Each call gets
-// the threads its work pays for (server/serving/kernel_threads.h): a small
-// call runs on the executor thread alone, a large one on the whole team.
+// round-robin so that one busy model cannot starve another. Each call runs
+// on one thread or on the whole team, whichever has been faster for calls
+// of its size (server/serving/kernel_threads.h).
 //
 // Dynamic batching (per model version; BatchingOptions in config.json):
 // tasks of the SAME Model object -- one name and version, hence one
@@ -75,6 +75,7 @@
 #include "server/serving/attention_job.h"
 #include "server/serving/batch_observer.h"
 #include "server/serving/clock.h"
+#include "server/serving/kernel_threads.h"
 
 namespace attn::server {
 
@@ -100,7 +101,7 @@ class Batcher {
  public:
   struct Options {
     // Most OpenMP threads of one kernel call (the executor's team); each
-    // call uses KernelThreadsFor(its FLOPs, threads). Default: 1.
+    // call runs on 1 or `threads` (KernelThreadChooser). Default: 1.
     // REQUIRES: >= 1.
     int threads = 1;
     // Time source for queue timing and deadlines. Not owned; must outlive
@@ -178,6 +179,7 @@ class Batcher {
   void Drop(Entry& entry, absl::Status status, absl::Time now);
 
   const int threads_;
+  KernelThreadChooser chooser_;  // used by the executor thread only
   Clock* const clock_;
   BatchObserver* const observer_;  // may be null
 

@@ -1,36 +1,47 @@
-// How many OpenMP threads one kernel call gets: a call too small to gain
-// from a team runs on the executor thread alone, a larger one on up to the
-// server's --threads. The executor (server/serving/batcher.h) and the
-// warm-up (server/serving/warmup.h) both ask here, so that the primitives
-// warm-up creates are the ones the executor later runs (the kernels cache
-// primitives per shape and thread count).
+// How many OpenMP threads one kernel call gets. A call too small to gain
+// from a team runs on the executor thread alone; a large one on the whole
+// team (the server's --threads). In between, which is faster depends on the
+// CPU, the kernel path (AVX-512 or AVX2 units, fp32 or bf16) and what else
+// runs on the cores, so the executor measures it: per size of call it times
+// both choices and keeps the faster (KernelThreadChooser). The warm-up
+// (server/serving/warmup.h) runs each warm-up shape with every candidate
+// count, so that the primitives the executor may use exist (the kernels
+// cache primitives per shape and thread count).
 //
-//   int threads = KernelThreadsFor(BatchFlops(*model, jobs), /*budget=*/2);
+//   KernelThreadChooser chooser(/*budget=*/2);
+//   const int64_t flops = AttentionFlops(config, 1, 16, 16, false);
+//   const int threads = chooser.Choose(flops);
+//   omp_set_num_threads(threads);  ... kernel call taking `compute` ...
+//   chooser.Record(flops, threads, compute);
 //
 // Why: each OpenMP fork/join costs a few microseconds with the team
 // spinning, and tens to hundreds when the team must be woken (after the
-// server was idle) or when one of its threads is preempted (the cores are
-// shared with gRPC's threads); a small call has several such joins (QKV
-// GEMM, attention core, output GEMM). Measured on 2 cores (README,
-// "Serving-path tax"): a 16-token d_model 256 call (8.7 MFLOP) computes
-// faster alone than on a 2-thread team, while a team halves the time of
-// calls of a few hundred MFLOP. A call therefore gets one thread per
-// kMinFlopsPerThread of work, at least one and at most the budget.
+// server was idle) or one of its threads is preempted (the cores are shared
+// with gRPC's threads); a call has several joins (QKV GEMM, attention core,
+// output GEMM). Measured on an AVX-512 CPU, a 16-token d_model 256 call
+// computed ~3x faster alone than on a 2-thread team; on AVX2 (scalar
+// attention core) the team won by ~1.3x. No fixed threshold is right for
+// both.
 //
-// Thread-safety: pure functions, callable from any thread.
+// Thread-safety: AttentionFlops and CandidateThreads are pure.
+// KernelThreadChooser is not thread-safe: one owner (the executor thread).
 #ifndef ATTNSERVE_SERVER_SERVING_KERNEL_THREADS_H_
 #define ATTNSERVE_SERVER_SERVING_KERNEL_THREADS_H_
 
+#include <array>
 #include <cstdint>
+#include <map>
+#include <vector>
 
-#include "absl/types/span.h"
+#include "absl/time/time.h"
 #include "kernels/attention.h"
 
 namespace attn::server {
 
-// Work one more thread must get before a call is split over it: about 1 ms
-// of one AVX2 core's GEMM (0.5 ms on AVX-512), long against a join.
-inline constexpr int64_t kMinFlopsPerThread = 50'000'000;
+// Calls of at least this many FLOPs always run on the whole team (tens of
+// milliseconds of one core: a join is noise there, and timing them alone
+// would cost too much).
+inline constexpr int64_t kTeamAlwaysFlops = 1'000'000'000;
 
 // Floating-point operations of one attention call of `batch` sequences,
 // `q_len` queries and `kv_len` keys each, on a layer of `config` (resolved:
@@ -39,9 +50,46 @@ inline constexpr int64_t kMinFlopsPerThread = 50'000'000;
 int64_t AttentionFlops(const kernels::AttentionConfig& config, int64_t batch,
                        int64_t q_len, int64_t kv_len, bool causal);
 
-// Threads for a call of `flops` operations: flops / kMinFlopsPerThread,
-// clamped to [1, budget]. REQUIRES: budget >= 1.
-int KernelThreadsFor(int64_t flops, int budget);
+// Thread counts a call of `flops` may run with: {budget} from
+// kTeamAlwaysFlops up or when budget is 1, else {1, budget}.
+// REQUIRES: budget >= 1.
+std::vector<int> CandidateThreads(int64_t flops, int budget);
+
+class KernelThreadChooser {
+ public:
+  // Each candidate is timed this many times per size before the faster is
+  // kept; then every kExploreEvery-th call of a size runs the other one, so
+  // that a change (load, another model) is noticed.
+  static constexpr int kMinSamples = 3;
+  static constexpr int kExploreEvery = 32;
+  // Durations kept per size and candidate (the median of these decides).
+  static constexpr int kWindow = 9;
+
+  // REQUIRES: budget >= 1 (the executor's team, --threads).
+  explicit KernelThreadChooser(int budget);
+
+  // The thread count for a call of `flops`, one of CandidateThreads().
+  int Choose(int64_t flops);
+  // Reports that a call of `flops` took `compute` on `threads` threads.
+  // Counts that are not candidates for its size are ignored.
+  void Record(int64_t flops, int threads, absl::Duration compute);
+
+  int budget() const { return budget_; }
+
+ private:
+  // Calls of one size class (FLOPs within a factor of 2).
+  struct Size {
+    // Per candidate (0: one thread, 1: the team): nanoseconds per FLOP of
+    // the last kWindow calls, as a ring.
+    std::array<std::vector<double>, 2> cost;
+    std::array<size_t, 2> next = {0, 0};
+    int64_t calls = 0;
+  };
+  static int SizeClass(int64_t flops);
+
+  const int budget_;
+  std::map<int, Size> sizes_;
+};
 
 }  // namespace attn::server
 

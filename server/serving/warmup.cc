@@ -14,8 +14,7 @@
 namespace attn::server {
 namespace {
 
-absl::Status RunShape(const Model& model, const WarmupShape& shape,
-                      int threads) {
+absl::Status RunShape(const Model& model, const WarmupShape& shape) {
   const int64_t d = model.attention.d_model;
   const int64_t tokens = shape.batch * shape.seq;
   std::vector<float> query(static_cast<size_t>(tokens * d));
@@ -29,12 +28,6 @@ absl::Status RunShape(const Model& model, const WarmupShape& shape,
     weights.resize(static_cast<size_t>(shape.batch * model.attention.num_heads *
                                        shape.seq * shape.seq));
   }
-  // The thread count the executor will give this call: primitives are
-  // cached per thread count.
-  omp_set_num_threads(
-      KernelThreadsFor(AttentionFlops(model.attention, shape.batch, shape.seq,
-                                      shape.seq, model.config.causal),
-                       threads));
   kernels::AttentionInput in;
   in.batch = shape.batch;
   in.q_len = in.kv_len = shape.seq;
@@ -55,7 +48,16 @@ absl::StatusOr<absl::Duration> WarmUp(const Model& model, int threads) {
   const absl::Time start = absl::Now();
   std::thread runner([&] {
     for (const WarmupShape& shape : model.config.warmup) {
-      status = RunShape(model, shape, threads);
+      // Every thread count the executor may give this call: primitives are
+      // cached per thread count.
+      for (int n : CandidateThreads(
+               AttentionFlops(model.attention, shape.batch, shape.seq,
+                              shape.seq, model.config.causal),
+               threads)) {
+        omp_set_num_threads(n);
+        status = RunShape(model, shape);
+        if (!status.ok()) break;
+      }
       if (!status.ok()) {
         status = absl::Status(
             status.code(),
