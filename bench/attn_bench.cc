@@ -10,10 +10,10 @@
 // [tokens, d_model] x [d_model, 3*d_model] in the same dtype (weights in the
 // layout oneDNN picks, format_tag::any, reordered once; bf16 source, fp32
 // destination for bf16). efficiency = gflops / roofline_gflops.
-// Cases marked "extra" (the 16k-token memory case) run only when --filter
-// names them. Times are medians over repeated calls; each case and its
-// roofline are timed in alternating rounds, so that the machine's drift
-// cancels in the efficiency.
+// Cases marked "extra" (the 16k-token memory case, the single 16-token
+// request) run only when --filter names them. Times are medians over repeated
+// calls; each case and its roofline are timed in alternating rounds, so that
+// the machine's drift cancels in the efficiency.
 #include <omp.h>
 
 #include <algorithm>
@@ -76,6 +76,10 @@ std::vector<BenchCase> Cases() {
                      true, false});
     cases.push_back({"long_d512_h8_s16384_causal_" + dt, bf16, 1, 16384, 512, 8,
                      true, false, true});
+    // One 16-token request as the server's executor runs it: the kernel
+    // time in bench/serving_tax.py (extra: it is a latency, not a rate).
+    cases.push_back(
+        {"single_1x16_d256_h4_" + dt, bf16, 1, 16, 256, 4, false, true, true});
   }
   return cases;
 }
