@@ -2,14 +2,18 @@
 // roofline, measured in the same process and run.
 //
 //   attn_bench [--json] [--filter REGEX] [--threads N] [--min_time SECONDS]
-//              [--list] [--list_isas]
+//              [--list] [--list_isas] [--list_known_isas]
 //
 // For each case: achieved GFLOP/s (2*M*N*K per GEMM: the QKV and output
 // projections, plus Q*K^T and P*V over unmasked (query, key) pairs only),
 // tokens/s, and the roofline: GFLOP/s of the best oneDNN matmul for
 // [tokens, d_model] x [d_model, 3*d_model] in the same dtype (weights in the
 // layout oneDNN picks, format_tag::any, reordered once; bf16 source, fp32
-// destination for bf16). efficiency = gflops / roofline_gflops.
+// destination for bf16). efficiency = gflops / roofline_gflops. Where oneDNN
+// has no bf16 matmul (CPUs without AVX-512, or ONEDNN_MAX_CPU_ISA=AVX2),
+// bf16 layers run on fp32 GEMMs, and so does their roofline
+// ("roofline_dtype": "f32"). --list_isas prints the ATTN_KERNEL_ISA paths
+// this CPU runs, --list_known_isas every path on any CPU.
 // Cases marked "extra" (the 16k-token memory case, the single 16-token
 // request) run only when --filter names them. Times are medians over repeated
 // calls; each case and its roofline are timed in alternating rounds, so that
@@ -146,8 +150,28 @@ std::pair<double, double> TimeMediansInterleaved(const std::function<void()>& a,
 struct Roofline {
   double flop = 0;
   std::string impl;
+  std::string dtype;  // "bf16" or "f32"
   std::function<void()> run;
 };
+
+// The matmul primitive descriptor for [m, k] x [k, n] with `in_type`
+// source and weights; false if this CPU (or ONEDNN_MAX_CPU_ISA) has none.
+bool MatmulPd(const dnnl::engine& engine, int64_t m, int64_t k, int64_t n,
+              dnnl::memory::data_type in_type,
+              dnnl::matmul::primitive_desc* pd) {
+  using dnnl::memory;
+  using Tag = memory::format_tag;
+  const memory::desc src_md({m, k}, in_type, Tag::ab);
+  const memory::desc wei_any({k, n}, in_type, Tag::any);
+  const memory::desc dst_md({m, n}, memory::data_type::f32, Tag::ab);
+  try {
+    *pd = dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(src_md, wei_any, dst_md), engine);
+  } catch (const dnnl::error&) {
+    return false;
+  }
+  return true;
+}
 
 Roofline MakeRoofline(int64_t m, int64_t k, int64_t n, bool bf16) {
   using dnnl::memory;
@@ -155,12 +179,21 @@ Roofline MakeRoofline(int64_t m, int64_t k, int64_t n, bool bf16) {
   using Tag = memory::format_tag;
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);
-  const DT in_type = bf16 ? DT::bf16 : DT::f32;
-  const memory::desc src_md({m, k}, in_type, Tag::ab);
-  const memory::desc wei_any({k, n}, in_type, Tag::any);
-  const memory::desc dst_md({m, n}, DT::f32, Tag::ab);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, wei_any, dst_md),
-                                  engine);
+  DT in_type = bf16 ? DT::bf16 : DT::f32;
+  dnnl::matmul::primitive_desc pd;
+  if (!MatmulPd(engine, m, k, n, in_type, &pd)) {
+    // No bf16 matmul here: the layer's bf16 GEMMs run on fp32 ones too.
+    in_type = DT::f32;
+    if (!MatmulPd(engine, m, k, n, in_type, &pd)) {
+      std::fprintf(stderr,
+                   "roofline: oneDNN has no f32 matmul %lldx%lldx%lld\n",
+                   static_cast<long long>(m), static_cast<long long>(k),
+                   static_cast<long long>(n));
+      std::exit(1);
+    }
+  }
+  const memory::desc src_md = pd.src_desc();
+  const memory::desc dst_md = pd.dst_desc();
   memory src(src_md, engine), dst(dst_md, engine),
       wei(pd.weights_desc(), engine);
   // Fill src and (plain) weights, reorder the weights once.
@@ -176,6 +209,7 @@ Roofline MakeRoofline(int64_t m, int64_t k, int64_t n, bool bf16) {
   Roofline roof;
   roof.flop = 2.0 * m * n * k;
   roof.impl = pd.impl_info_str();
+  roof.dtype = in_type == DT::bf16 ? "bf16" : "f32";
   roof.run = [mm, stream, src, wei, dst]() mutable {
     mm.execute(
         stream,
@@ -256,6 +290,7 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
             {"gflops", gflops},
             {"roofline_gflops", roof_gflops},
             {"roofline_impl", roof.impl},
+            {"roofline_dtype", roof.dtype},
             {"efficiency", gflops / roof_gflops},
             {"tokens_per_second", tokens / t},
             {"implementation", (*mha)->ImplementationSummary()}};
@@ -266,7 +301,8 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
 void Usage() {
   std::fprintf(stderr,
                "usage: attn_bench [--json] [--filter REGEX] [--threads N] "
-               "[--min_time SECONDS] [--list] [--list_isas]\n");
+               "[--min_time SECONDS] [--list] [--list_isas] "
+               "[--list_known_isas]\n");
 }
 
 }  // namespace
@@ -291,6 +327,11 @@ int main(int argc, char** argv) {
       list = true;
     } else if (a == "--list_isas") {
       for (const std::string& isa : attn::kernels::SupportedKernelIsas()) {
+        std::printf("%s\n", isa.c_str());
+      }
+      return 0;
+    } else if (a == "--list_known_isas") {
+      for (const std::string& isa : attn::kernels::KnownKernelIsas()) {
         std::printf("%s\n", isa.c_str());
       }
       return 0;

@@ -31,6 +31,11 @@ namespace attn::kernels {
 // AVX2-only x86 CPU).
 std::vector<std::string> SupportedKernelIsas();
 
+// Every ATTN_KERNEL_ISA path on any CPU, without the "hwy" and "amx"
+// aliases, in the order above (those SupportedKernelIsas() lacks are the
+// ones this CPU, this build or ONEDNN_MAX_CPU_ISA cannot run).
+std::vector<std::string> KnownKernelIsas();
+
 }  // namespace attn::kernels
 
 #endif  // ATTNSERVE_KERNELS_KERNEL_ISA_H_

@@ -153,4 +153,13 @@ std::vector<std::string> SupportedKernelIsas() {
   return internal::Names(internal::Detect(/*probe_amx=*/true));
 }
 
+std::vector<std::string> KnownKernelIsas() {
+  std::vector<std::string> names;
+  for (const char* k : internal::kKnown) {
+    const std::string name = k;
+    if (name != "hwy" && name != "amx") names.push_back(name);
+  }
+  return names;
+}
+
 }  // namespace attn::kernels

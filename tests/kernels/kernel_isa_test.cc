@@ -67,21 +67,37 @@ TEST(KernelIsaTest, UnknownValueIsInvalidArgument) {
   EXPECT_THAT(msg, HasSubstr(SupportedKernelIsas()[1]));
 }
 
-TEST(KernelIsaTest, UnsupportedValueIsFailedPrecondition) {
-  // Some known path this CPU lacks: NEON on x86, AVX2 on aarch64, ...
-  std::string missing;
-  for (const char* isa : {"hwy_neon", "hwy_avx2", "avx512", "amx_bf16"}) {
-    if (!Supported(isa)) {
-      missing = isa;
-      break;
+TEST(KernelIsaTest, KnownListsEverySupportedPathInOrder) {
+  const std::vector<std::string> known = KnownKernelIsas();
+  EXPECT_THAT(known, ::testing::Contains("hwy_neon"));
+  EXPECT_THAT(known, ::testing::Contains("amx_bf16"));
+  EXPECT_THAT(known, ::testing::Not(::testing::Contains("hwy")));
+  size_t at = 0;  // SupportedKernelIsas() is a subsequence of known
+  for (const std::string& isa : SupportedKernelIsas()) {
+    while (at < known.size() && known[at] != isa) ++at;
+    ASSERT_LT(at, known.size()) << isa << " missing or out of order";
+  }
+}
+
+TEST(KernelIsaTest, EveryUnsupportedValueIsFailedPrecondition) {
+  // Every known path this CPU lacks (NEON on x86, AVX2 on aarch64, AVX-512
+  // and AMX where absent, ...): there is always at least one.
+  std::vector<std::string> missing;
+  for (const std::string& isa : KnownKernelIsas()) {
+    if (!Supported(isa)) missing.push_back(isa);
+  }
+  ASSERT_FALSE(missing.empty());
+  for (const std::string& isa : missing) {
+    for (ComputeDType dtype :
+         {ComputeDType::kFloat32, ComputeDType::kBFloat16}) {
+      auto mha = CreateWith(isa.c_str(), dtype);
+      ASSERT_FALSE(mha.ok()) << isa;
+      EXPECT_EQ(mha.status().code(), absl::StatusCode::kFailedPrecondition)
+          << isa << ": " << mha.status();
+      EXPECT_THAT(std::string(mha.status().message()),
+                  HasSubstr("ATTN_KERNEL_ISA=" + isa + ": this CPU"));
     }
   }
-  ASSERT_NE(missing, "");
-  auto mha = CreateWith(missing.c_str());
-  ASSERT_FALSE(mha.ok());
-  EXPECT_EQ(mha.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(mha.status().message()),
-              HasSubstr("ATTN_KERNEL_ISA=" + missing + ": this CPU"));
 }
 
 TEST(KernelIsaTest, EverySupportedValueRunsAndIsNamed) {
