@@ -34,7 +34,7 @@ FROM docker.io/library/debian:bookworm-slim
 # Runtime libraries of attn_server and attn_cli (from `ldd`), nothing else.
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libdnnl2 libgomp1 \
+      libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libdnnl2 libhwy1 libgomp1 \
       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 \
       libc-ares2 libre2-9 libssl3 ocl-icd-libopencl1 zlib1g >/dev/null \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \

@@ -2,18 +2,22 @@
 // roofline, measured in the same process and run.
 //
 //   attn_bench [--json] [--filter REGEX] [--threads N] [--min_time SECONDS]
-//              [--list]
+//              [--list] [--list_isas] [--list_known_isas]
 //
 // For each case: achieved GFLOP/s (2*M*N*K per GEMM: the QKV and output
 // projections, plus Q*K^T and P*V over unmasked (query, key) pairs only),
 // tokens/s, and the roofline: GFLOP/s of the best oneDNN matmul for
 // [tokens, d_model] x [d_model, 3*d_model] in the same dtype (weights in the
 // layout oneDNN picks, format_tag::any, reordered once; bf16 source, fp32
-// destination for bf16). efficiency = gflops / roofline_gflops.
-// Cases marked "extra" (the 16k-token memory case) run only when --filter
-// names them. Times are medians over repeated calls; each case and its
-// roofline are timed in alternating rounds, so that the machine's drift
-// cancels in the efficiency.
+// destination for bf16). efficiency = gflops / roofline_gflops. Where oneDNN
+// has no bf16 matmul (CPUs without AVX-512, or ONEDNN_MAX_CPU_ISA=AVX2),
+// bf16 layers run on fp32 GEMMs, and so does their roofline
+// ("roofline_dtype": "f32"). --list_isas prints the ATTN_KERNEL_ISA paths
+// this CPU runs, --list_known_isas every path on any CPU.
+// Cases marked "extra" (the 16k-token memory case, the single 16-token
+// request) run only when --filter names them. Times are medians over repeated
+// calls; each case and its roofline are timed in alternating rounds, so that
+// the machine's drift cancels in the efficiency.
 #include <omp.h>
 
 #include <algorithm>
@@ -31,6 +35,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/kernel_isa.h"
 #include "nlohmann/json.hpp"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -75,6 +80,10 @@ std::vector<BenchCase> Cases() {
                      true, false});
     cases.push_back({"long_d512_h8_s16384_causal_" + dt, bf16, 1, 16384, 512, 8,
                      true, false, true});
+    // One 16-token request as the server's executor runs it: the kernel
+    // time in bench/serving_tax.py (extra: it is a latency, not a rate).
+    cases.push_back(
+        {"single_1x16_d256_h4_" + dt, bf16, 1, 16, 256, 4, false, true, true});
   }
   return cases;
 }
@@ -141,8 +150,28 @@ std::pair<double, double> TimeMediansInterleaved(const std::function<void()>& a,
 struct Roofline {
   double flop = 0;
   std::string impl;
+  std::string dtype;  // "bf16" or "f32"
   std::function<void()> run;
 };
+
+// The matmul primitive descriptor for [m, k] x [k, n] with `in_type`
+// source and weights; false if this CPU (or ONEDNN_MAX_CPU_ISA) has none.
+bool MatmulPd(const dnnl::engine& engine, int64_t m, int64_t k, int64_t n,
+              dnnl::memory::data_type in_type,
+              dnnl::matmul::primitive_desc* pd) {
+  using dnnl::memory;
+  using Tag = memory::format_tag;
+  const memory::desc src_md({m, k}, in_type, Tag::ab);
+  const memory::desc wei_any({k, n}, in_type, Tag::any);
+  const memory::desc dst_md({m, n}, memory::data_type::f32, Tag::ab);
+  try {
+    *pd = dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(src_md, wei_any, dst_md), engine);
+  } catch (const dnnl::error&) {
+    return false;
+  }
+  return true;
+}
 
 Roofline MakeRoofline(int64_t m, int64_t k, int64_t n, bool bf16) {
   using dnnl::memory;
@@ -150,12 +179,21 @@ Roofline MakeRoofline(int64_t m, int64_t k, int64_t n, bool bf16) {
   using Tag = memory::format_tag;
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);
-  const DT in_type = bf16 ? DT::bf16 : DT::f32;
-  const memory::desc src_md({m, k}, in_type, Tag::ab);
-  const memory::desc wei_any({k, n}, in_type, Tag::any);
-  const memory::desc dst_md({m, n}, DT::f32, Tag::ab);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, wei_any, dst_md),
-                                  engine);
+  DT in_type = bf16 ? DT::bf16 : DT::f32;
+  dnnl::matmul::primitive_desc pd;
+  if (!MatmulPd(engine, m, k, n, in_type, &pd)) {
+    // No bf16 matmul here: the layer's bf16 GEMMs run on fp32 ones too.
+    in_type = DT::f32;
+    if (!MatmulPd(engine, m, k, n, in_type, &pd)) {
+      std::fprintf(stderr,
+                   "roofline: oneDNN has no f32 matmul %lldx%lldx%lld\n",
+                   static_cast<long long>(m), static_cast<long long>(k),
+                   static_cast<long long>(n));
+      std::exit(1);
+    }
+  }
+  const memory::desc src_md = pd.src_desc();
+  const memory::desc dst_md = pd.dst_desc();
   memory src(src_md, engine), dst(dst_md, engine),
       wei(pd.weights_desc(), engine);
   // Fill src and (plain) weights, reorder the weights once.
@@ -171,6 +209,7 @@ Roofline MakeRoofline(int64_t m, int64_t k, int64_t n, bool bf16) {
   Roofline roof;
   roof.flop = 2.0 * m * n * k;
   roof.impl = pd.impl_info_str();
+  roof.dtype = in_type == DT::bf16 ? "bf16" : "f32";
   roof.run = [mm, stream, src, wei, dst]() mutable {
     mm.execute(
         stream,
@@ -251,8 +290,10 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
             {"gflops", gflops},
             {"roofline_gflops", roof_gflops},
             {"roofline_impl", roof.impl},
+            {"roofline_dtype", roof.dtype},
             {"efficiency", gflops / roof_gflops},
-            {"tokens_per_second", tokens / t}};
+            {"tokens_per_second", tokens / t},
+            {"implementation", (*mha)->ImplementationSummary()}};
   r.output = y;
   return r;
 }
@@ -260,7 +301,8 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
 void Usage() {
   std::fprintf(stderr,
                "usage: attn_bench [--json] [--filter REGEX] [--threads N] "
-               "[--min_time SECONDS] [--list]\n");
+               "[--min_time SECONDS] [--list] [--list_isas] "
+               "[--list_known_isas]\n");
 }
 
 }  // namespace
@@ -283,6 +325,16 @@ int main(int argc, char** argv) {
       json = true;
     } else if (a == "--list") {
       list = true;
+    } else if (a == "--list_isas") {
+      for (const std::string& isa : attn::kernels::SupportedKernelIsas()) {
+        std::printf("%s\n", isa.c_str());
+      }
+      return 0;
+    } else if (a == "--list_known_isas") {
+      for (const std::string& isa : attn::kernels::KnownKernelIsas()) {
+        std::printf("%s\n", isa.c_str());
+      }
+      return 0;
     } else if (a == "--filter") {
       filter = value();
     } else if (a == "--threads") {

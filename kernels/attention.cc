@@ -21,6 +21,7 @@
 #include "kernels/internal/attention_core.h"
 #include "kernels/internal/dnnl_util.h"
 #include "kernels/internal/flash_core.h"
+#include "kernels/internal/kernel_isa.h"
 #include "kernels/internal/linear.h"
 #include "kernels/internal/masking.h"
 #include "kernels/internal/paged_decode.h"
@@ -582,6 +583,9 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
   if (!resolved.ok()) return resolved.status();
   const AttentionConfig& c = *resolved;
   ATTN_RETURN_IF_ERROR(CheckWeights(c, weights));
+  // A bad ATTN_KERNEL_ISA fails here, before any work (kernel_isa.h).
+  ATTN_RETURN_IF_ERROR(
+      internal::ChooseCore(c.compute_dtype, c.head_dim).status());
 
   dnnl::engine engine;
   ATTN_RETURN_IF_ERROR(

@@ -124,8 +124,9 @@ struct AttentionOutput {
 //
 // Thread-safety: Forward() is const and may be called concurrently from
 // several threads (the primitive cache is internally synchronized; scratch
-// buffers are per call). oneDNN parallelises each call with OpenMP using the
-// thread count in effect when the primitive for that shape was created.
+// buffers are per call). Each call runs on omp_get_max_threads() OpenMP
+// threads of the calling thread (set it with omp_set_num_threads; it may
+// change between calls: primitives are cached per shape and thread count).
 class MultiHeadAttention {
  public:
   // Validates `config` against the weight sizes. Errors: INVALID_ARGUMENT

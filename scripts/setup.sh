@@ -17,6 +17,7 @@ BUILD_PKGS=(
   prometheus-cpp-dev
   libcivetweb-dev  # KServe v2 HTTP/REST (server/api/http_service.cc)
   libssl-dev  # common/pem_files.cc checks TLS certificates and keys
+  libhwy-dev  # Google Highway: the flash core's portable vector unit
 )
 TEST_PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
@@ -35,6 +36,20 @@ TEST_PKGS=(
 CONTAINER_PKGS=(
   buildah podman debootstrap  # scripts/ci/container.sh: image without a Docker engine
 )
+
+if [ "${1:-}" = "--aarch64" ]; then
+  # The aarch64 cross build (scripts/ci/aarch64.sh): cross compiler, qemu and
+  # arm64 multiarch libraries. libdnnl-dev:arm64 is not installable next to
+  # libdnnl-dev:amd64 (conflicting dnnl_config.h); aarch64.sh unpacks it.
+  dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    g++-aarch64-linux-gnu qemu-user-static libdnnl2:arm64 libabsl-dev:arm64 \
+    libgtest-dev:arm64 libgmock-dev:arm64 libhwy-dev:arm64 nlohmann-json3-dev \
+    libhwy-dev >/dev/null
+  echo "setup: aarch64 done"
+  exit 0
+fi
 
 pkgs=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--container" ]; then

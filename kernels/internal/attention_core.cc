@@ -35,6 +35,8 @@ absl::StatusOr<AttentionCore::TilePrims> AttentionCore::CreateTilePrims(
   const int64_t kv_len = std::get<3>(key);
   const int64_t q_stride = std::get<4>(key);
   const int64_t kv_stride = std::get<5>(key);
+  // std::get<6>(key), the caller's OpenMP thread count, only keys the cache:
+  // oneDNN reads it from the calling thread when the primitive is created.
   const int64_t kvh = num_kv_heads_;
   const int64_t group = num_heads_ / num_kv_heads_;
   const int64_t dh = head_dim_;
@@ -113,7 +115,8 @@ absl::Status AttentionCore::Forward(int64_t batch, int64_t q_len,
     const int64_t nb = std::min(b_block, batch - b0);
     for (int64_t i0 = 0; i0 < q_len; i0 += q_block) {
       const int64_t qb = std::min(q_block, q_len - i0);
-      const TileKey key{nb, qb, q_len, kv_len, q_stride, kv_stride};
+      const TileKey key{nb,       qb,        q_len,          kv_len,
+                        q_stride, kv_stride, CallerThreads()};
       absl::StatusOr<std::shared_ptr<const TilePrims>> prims_or =
           cache_.GetOrCreate(key, [&] { return CreateTilePrims(key); });
       if (!prims_or.ok()) return prims_or.status();

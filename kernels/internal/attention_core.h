@@ -51,9 +51,9 @@ class AttentionCore {
 
  private:
   // (batch items per tile, query rows per tile, q_len, kv_len, q_stride,
-  // kv_stride).
+  // kv_stride, CallerThreads()).
   using TileKey =
-      std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+      std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int>;
   struct TilePrims {
     dnnl::matmul qk;
     dnnl::memory::desc q_md, k_md, scores_md, qk_scratch_md;

@@ -14,6 +14,10 @@
 #include "absl/strings/string_view.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace attn::kernels::internal {
 
 // Converts a oneDNN exception into a status: UNIMPLEMENTED when oneDNN has
@@ -47,6 +51,20 @@ inline dnnl::primitive_attr UserScratchpadAttr() {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return attr;
+}
+
+// OpenMP threads a call made now on this thread runs with
+// (omp_get_max_threads(): the caller's omp_set_num_threads). oneDNN fixes a
+// primitive's thread count when it is created, so every primitive cache is
+// keyed by this count too: a caller may change it from one call to the next
+// (the server runs small calls on one thread, large ones on the team).
+inline int CallerThreads() {
+#ifdef _OPENMP
+  const int threads = omp_get_max_threads();
+  return threads > 1 ? threads : 1;
+#else
+  return 1;
+#endif
 }
 
 // Returns a memory object for `md` over a borrowed pointer (oneDNN takes

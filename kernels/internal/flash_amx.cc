@@ -1,6 +1,8 @@
 // The AMX-BF16 unit of the flash core and its packing of K and V: S^T =
 // K.Q^T and O^T = V^T.P^T as tile products (tdpbf16ps, fp32 accumulation),
 // key-major like the fp32 unit, the column-wise softmax in AVX-512 fp32.
+// x86 only; other CPUs link flash_no_x86.cc and run the scalar unit.
+#if defined(__x86_64__)
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -307,3 +309,5 @@ bool RequestAmxPermission() {
 }  // namespace attn::kernels::internal::flash
 
 ATTN_FLASH_TARGET_END
+
+#endif  // defined(__x86_64__)

@@ -1,6 +1,8 @@
 // The vdpbf16ps unit of the flash core (bf16 layers,
 // ATTN_KERNEL_ISA=avx512_bf16), its bf16 packing of K and V and its row-wise
 // online softmax.
+// x86 only; other CPUs link flash_no_x86.cc and run the scalar unit.
+#if defined(__x86_64__)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -245,3 +247,5 @@ void Bf16Unit(const FlashSequence& s, const uint16_t* packed_k,
 }  // namespace attn::kernels::internal::flash
 
 ATTN_FLASH_TARGET_END
+
+#endif  // defined(__x86_64__)

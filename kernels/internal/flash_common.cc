@@ -1,7 +1,8 @@
-// Portable parts of the flash core: masking of a score row, normalisation
-// of the output rows, and the scalar unit (any CPU).
+// Portable parts of the flash core: masking of score tiles, packing of
+// fp32 keys and values, and the scalar unit (any CPU).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/internal/flash_tiles.h"
 
@@ -21,6 +22,41 @@ void MaskTileRow(const FlashSequence& s, int64_t i, int64_t j0, int64_t limit,
     for (int64_t c = 0; c < valid; ++c) row[c] = m[c] != 0 ? kNegInf : row[c];
   }
   for (int64_t c = valid; c < width; ++c) row[c] = kNegInf;
+}
+
+void MaskColumnsExplicit(const FlashSequence& s, int64_t i0, int64_t nq,
+                         int64_t j0, int64_t nk, const ThreadTiles& t) {
+  if (s.mask_kind != MaskKind::kNone) {
+    for (int64_t r = 0; r < nq; ++r) {
+      const int64_t valid = std::clamp<int64_t>(t.limit[r] - j0, 0, nk);
+      const int64_t offset = (i0 + r) * s.kv_len + j0;
+      float* col = t.s + r;
+      if (s.mask_kind == MaskKind::kAdditive) {
+        const float* m = static_cast<const float*>(s.mask) + offset;
+        for (int64_t j = 0; j < valid; ++j) col[j * BQ] += m[j];
+      } else {
+        const uint8_t* m = static_cast<const uint8_t*>(s.mask) + offset;
+        for (int64_t j = 0; j < valid; ++j) {
+          if (m[j] != 0) col[j * BQ] = kNegInf;
+        }
+      }
+    }
+  }
+}
+
+// Measured on the development machine: packing pays from about 1k queries
+// (seq 4096 causal +15%), and costs up to 10% at seq 512.
+bool PackF32(const FlashSequence& s) { return s.q_len > 1024; }
+
+void PackF32Block(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
+                  float* k_rows, float* v_rows) {
+  const int64_t j0 = kb * BK;
+  const int64_t nk = std::min(BK, s.kv_len - j0);
+  for (int64_t c = 0; c < nk; ++c) {
+    const int64_t at = (j0 + c) * s.kv_stride + g * hd;
+    std::memcpy(k_rows + c * hd, s.k + at, hd * sizeof(float));
+    std::memcpy(v_rows + c * hd, s.v + at, hd * sizeof(float));
+  }
 }
 
 void ScalarUnit(const FlashSequence& s, int64_t h, int64_t g, int64_t i0,

@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <new>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/internal/flash_hwy.h"
 #include "kernels/internal/flash_tiles.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -48,43 +50,10 @@ FlashCore::FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
     : num_heads_(num_heads),
       num_kv_heads_(num_kv_heads),
       head_dim_(head_dim),
-      dtype_(dtype),
-      isa_(Isa::kScalar) {
-  const char* env = std::getenv("ATTN_KERNEL_ISA");
-  const std::string forced = env != nullptr ? env : "";
-  const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
-  if (forced != "scalar" && isa >= dnnl::cpu_isa::avx512_core) {
-    // The vdpbf16ps core is opt-in: on the development CPU (Sapphire
-    // Rapids class, one vdpbf16ps port) it is slower than the fp32 FMA core
-    // because it adds bf16 packing without more FLOP/cycle; bf16 mode then
-    // keeps bf16 GEMMs for the projections and an fp32 core.
-    isa_ = dtype == ComputeDType::kBFloat16 &&
-                   isa >= dnnl::cpu_isa::avx512_core_bf16 &&
-                   forced == "avx512_bf16"
-               ? Isa::kAvx512Bf16
-               : Isa::kAvx512;
-    // bf16 layers use the AMX tile core by default where the CPU has AMX
-    // (and the OS grants the tile state) and head_dim is a multiple of 32.
-    if (dtype == ComputeDType::kBFloat16 && forced.empty() &&
-        isa >= dnnl::cpu_isa::avx512_core_amx && head_dim % 32 == 0 &&
-        flash::RequestAmxPermission()) {
-      isa_ = Isa::kAmxBf16;
-    }
-  }
-}
-
-const char* FlashCore::isa() const {
-  switch (isa_) {
-    case Isa::kAmxBf16:
-      return "amx_bf16";
-    case Isa::kAvx512Bf16:
-      return "avx512_bf16";
-    case Isa::kAvx512:
-      return "avx512";
-    case Isa::kScalar:
-      break;
-  }
-  return "scalar";
+      dtype_(dtype) {
+  absl::StatusOr<CoreChoice> choice = ChooseCore(dtype, head_dim);
+  choice_ = choice.ok() ? *std::move(choice) : DefaultCore(dtype, head_dim);
+  isa_ = choice_.isa;
 }
 
 absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
@@ -96,6 +65,9 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
   const bool amx = isa_ == Isa::kAmxBf16;
   const bool bf16 = isa_ == Isa::kAvx512Bf16 || amx;
   const bool simd = isa_ != Isa::kScalar;
+  // The fp32 unit: Highway's, or the AVX-512 one.
+  const flash::F32UnitFn f32_unit =
+      isa_ == Isa::kHwy ? choice_.hwy->unit : &flash::F32Unit;
   const int threads = std::max(1, omp_get_max_threads());
   auto kind = [&](const FlashSequence& s) {
     if (amx) {
@@ -141,7 +113,8 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
   const int64_t limit32_off = limit_off + 2 * BQ;
   const int64_t pv_off = limit32_off + BQ;
   const int64_t thread_stride =
-      round16(std::max(pv_off + BQ * hd, max_kv + 16));
+      // pv rows: hd floats apart, PaddedHeadDim(hd) on the Highway unit.
+      round16(std::max(pv_off + BQ * flash::PaddedHeadDim(hd), max_kv + 16));
   const size_t tiles_at = layout.Add<float>(threads * thread_stride);
 
   ScratchPool::Lease arena = pool_.Acquire();
@@ -257,13 +230,12 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
                         ctx_stride, t, h == 0);
       } else if (k == UnitKind::kF32Packed) {
         const int64_t head_rows = CeilDiv(s.kv_len, BK) * BK;
-        flash::F32Unit(
-            s, k_packed_f32 + first_block * k_block + g * head_rows * hd,
-            v_packed_f32 + first_block * v_block + g * head_rows * hd, hd, h,
-            i0, nq, hd, ctx_stride, t, h == 0);
+        f32_unit(s, k_packed_f32 + first_block * k_block + g * head_rows * hd,
+                 v_packed_f32 + first_block * v_block + g * head_rows * hd, hd,
+                 h, i0, nq, hd, ctx_stride, t, h == 0);
       } else {
-        flash::F32Unit(s, s.k + g * hd, s.v + g * hd, s.kv_stride, h, i0, nq,
-                       hd, ctx_stride, t, h == 0);
+        f32_unit(s, s.k + g * hd, s.v + g * hd, s.kv_stride, h, i0, nq, hd,
+                 ctx_stride, t, h == 0);
       }
     }
     if (amx) flash::AmxRelease();

@@ -7,20 +7,21 @@
 // ragged items of a dynamic batch) go through one call, parallelised with
 // OpenMP over (sequence, head, query block) units, heaviest first.
 //
-// Numerics: fp32 layers run an AVX-512 core of fp32 FMAs. bf16 layers run,
-// by default, the AMX core when the CPU has AMX-BF16, the OS grants the tile
-// state (arch_prctl, once per process) and head_dim % 32 == 0: Q, K, V and
-// the softmax probabilities are rounded to bf16, and K.Q^T and V^T.P^T are
-// AMX tile products (tdpbf16ps, fp32 accumulation, 32 x 32 blocks) computed
-// key-major like the fp32 core, so the online softmax runs down the columns
-// of the transposed 64 x 64 score tile.
-// Otherwise bf16 layers use the fp32 core. The vdpbf16ps core
-// (ATTN_KERNEL_ISA=avx512_bf16, bf16 layers only) has the same numerics; it
-// is opt-in because on the development CPU it is slower than the fp32 core.
-// Any ATTN_KERNEL_ISA value disables the AMX core. Max, exp and sums are
-// fp32 always. Kernels are chosen at run time; other CPUs (or
-// ATTN_KERNEL_ISA=scalar, used by the tests) get a portable scalar path with
-// the same semantics.
+// Numerics: fp32 layers run a core of fp32 FMAs: the hand-tuned AVX-512
+// unit on AVX-512 CPUs, elsewhere the Highway unit (flash_hwy.h: AVX2+FMA,
+// NEON, ...). bf16 layers run, by default, the AMX core when the CPU has
+// AMX-BF16, the OS grants the tile state (arch_prctl, once per process) and
+// head_dim % 32 == 0: Q, K, V and the softmax probabilities are rounded to
+// bf16, and K.Q^T and V^T.P^T are AMX tile products (tdpbf16ps, fp32
+// accumulation, 32 x 32 blocks) computed key-major like the fp32 core, so
+// the online softmax runs down the columns of the transposed 64 x 64 score
+// tile. Otherwise bf16 layers use the fp32 core (on CPUs without AVX-512
+// their projections are bf16 emulated on fp32 GEMMs, Linear). The vdpbf16ps
+// core (ATTN_KERNEL_ISA=avx512_bf16, bf16 layers only) has the same
+// numerics; it is opt-in because on the development CPU it is slower than
+// the fp32 core. ATTN_KERNEL_ISA (kernels/kernel_isa.h) forces any path,
+// including the portable scalar one (kernel_isa.cc chooses). Max, exp and
+// sums are fp32 always.
 // Internal: not part of the public API.
 //
 // Thread-safety: Forward() is const and may be called concurrently (the
@@ -34,6 +35,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "kernels/attention.h"
+#include "kernels/internal/kernel_isa.h"
 #include "kernels/internal/scratch_arena.h"
 
 namespace attn::kernels::internal {
@@ -62,7 +64,9 @@ class FlashCore {
   static constexpr int64_t kBlockQ = 64;
   static constexpr int64_t kBlockK = 64;
 
-  // REQUIRES: all > 0, num_heads % num_kv_heads == 0.
+  // REQUIRES: all > 0, num_heads % num_kv_heads == 0. Runs ChooseCore's
+  // choice (kernel_isa.h; an ATTN_KERNEL_ISA it refuses gives the default:
+  // MultiHeadAttention::Create checks it first).
   FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
             ComputeDType dtype);
 
@@ -71,17 +75,18 @@ class FlashCore {
   // checked by the caller, key_limit in [0, kv_len]).
   absl::Status Forward(absl::Span<const FlashSequence> seqs) const;
 
-  // "amx_bf16", "avx512_bf16", "avx512" or "scalar": the kernels this
-  // object runs.
-  const char* isa() const;
+  // "amx_bf16", "avx512_bf16", "avx512", "hwy_avx2" (or another Highway
+  // target) or "scalar": the kernels this object runs.
+  const char* isa() const { return choice_.name.c_str(); }
 
  private:
-  enum class Isa { kScalar, kAvx512, kAvx512Bf16, kAmxBf16 };
+  using Isa = CoreIsa;
 
   const int64_t num_heads_;
   const int64_t num_kv_heads_;
   const int64_t head_dim_;
   const ComputeDType dtype_;
+  CoreChoice choice_;
   Isa isa_;
   mutable ScratchPool pool_;
 };

@@ -1,6 +1,8 @@
 // The fp32 AVX-512 unit of the flash core. The query block is transposed
 // once per unit so that score tiles come out key-major: the online softmax
 // then runs down the columns, 16 query rows per vector.
+// x86 only; other CPUs link flash_no_x86.cc and run the scalar unit.
+#if defined(__x86_64__)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -104,21 +106,6 @@ constexpr SoftmaxColumnsFn kSoftmaxColumns[4] = {
 
 }  // namespace
 
-// Measured on the development machine: packing pays from about 1k queries
-// (seq 4096 causal +15%), and costs up to 10% at seq 512.
-bool PackF32(const FlashSequence& s) { return s.q_len > 1024; }
-
-void PackF32Block(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
-                  float* k_rows, float* v_rows) {
-  const int64_t j0 = kb * BK;
-  const int64_t nk = std::min(BK, s.kv_len - j0);
-  for (int64_t c = 0; c < nk; ++c) {
-    const int64_t at = (j0 + c) * s.kv_stride + g * hd;
-    std::memcpy(k_rows + c * hd, s.k + at, hd * sizeof(float));
-    std::memcpy(v_rows + c * hd, s.v + at, hd * sizeof(float));
-  }
-}
-
 // One unit on the fp32 AVX-512 path. The query block is transposed once per
 // unit (qt [hd][BQ]) so that the scores come out key-major (st [nk][BQ]):
 // the online softmax then runs down the columns, 16 query rows per vector,
@@ -184,3 +171,5 @@ void F32Unit(const FlashSequence& s, const float* k, const float* v,
 }  // namespace attn::kernels::internal::flash
 
 ATTN_FLASH_TARGET_END
+
+#endif  // defined(__x86_64__)

@@ -178,28 +178,6 @@ inline void SoftmaxColumnsBegin(const float* st, int64_t nk, float* m,
   }
 }
 
-// Starts the column state of a key-major unit over query rows i0 .. i0 +
-// nq - 1 (nqv vectors of 16): running max -inf, sum 0, row limits in
-// t.limit and t.limit32. Pad lanes (r >= nq) get limit 0; they see zero
-// queries and their results are never stored. Returns {min, max} of the
-// real rows' limits.
-inline std::pair<int64_t, int64_t> StartColumns(const FlashSequence& s,
-                                                int64_t i0, int64_t nq, int nqv,
-                                                const ThreadTiles& t) {
-  int64_t min_limit = s.kv_len;
-  int64_t max_limit = 0;
-  for (int64_t r = 0; r < 16 * nqv; ++r) {
-    t.m[r] = kNegInf;
-    t.l[r] = 0.0f;
-    t.limit[r] = r < nq ? RowLimit(s, i0 + r) : 0;
-    t.limit32[r] = static_cast<int32_t>(t.limit[r]);
-    if (r >= nq) continue;
-    max_limit = std::max(max_limit, t.limit[r]);
-    min_limit = std::min(min_limit, t.limit[r]);
-  }
-  return {min_limit, max_limit};
-}
-
 // Masks the transposed score tile t.s[nk][BQ] of keys j0 .. j0 + nk - 1:
 // the explicit mask of the sequence (for the first nq query rows, keys below
 // their limit) and every key at or past a row's limit (-inf; t.limit32 holds
@@ -207,22 +185,7 @@ inline std::pair<int64_t, int64_t> StartColumns(const FlashSequence& s,
 inline void MaskColumns(const FlashSequence& s, int64_t i0, int64_t nq,
                         int64_t j0, int64_t nk, int nqv, int64_t min_limit,
                         const ThreadTiles& t) {
-  if (s.mask_kind != MaskKind::kNone) {
-    for (int64_t r = 0; r < nq; ++r) {
-      const int64_t valid = std::clamp<int64_t>(t.limit[r] - j0, 0, nk);
-      const int64_t offset = (i0 + r) * s.kv_len + j0;
-      float* col = t.s + r;
-      if (s.mask_kind == MaskKind::kAdditive) {
-        const float* m = static_cast<const float*>(s.mask) + offset;
-        for (int64_t j = 0; j < valid; ++j) col[j * BQ] += m[j];
-      } else {
-        const uint8_t* m = static_cast<const uint8_t*>(s.mask) + offset;
-        for (int64_t j = 0; j < valid; ++j) {
-          if (m[j] != 0) col[j * BQ] = kNegInf;
-        }
-      }
-    }
-  }
+  MaskColumnsExplicit(s, i0, nq, j0, nk, t);
   const __m512 neg_inf = _mm512_set1_ps(kNegInf);
   for (int64_t j = std::max<int64_t>(min_limit - j0, 0); j < nk; ++j) {
     const __m512i key = _mm512_set1_epi32(static_cast<int32_t>(j0 + j));

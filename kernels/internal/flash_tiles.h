@@ -1,7 +1,8 @@
 // Pieces shared by the tiled attention core (flash_core.cc) and its units,
 // one file per instruction set: flash_common.cc (portable scalar code),
 // flash_f32.cc (AVX-512 fp32), flash_bf16.cc (AVX512-BF16 dot products),
-// flash_amx.cc (AMX-BF16 tiles).
+// flash_amx.cc (AMX-BF16 tiles), flash_hwy.cc (fp32 on any vector ISA,
+// Google Highway).
 //
 // A unit computes one block of up to BQ query rows of one head h of one
 // sequence: it writes those rows of the sequence's context, normalised, and
@@ -15,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "kernels/internal/flash_core.h"
 
@@ -60,6 +62,28 @@ struct ThreadTiles {
                      // [hd][BQ] transposed (AMX path)
 };
 
+// Starts the column state of a key-major unit over query rows i0 .. i0 +
+// nq - 1 (nqv vectors of 16): running max -inf, sum 0, row limits in
+// t.limit and t.limit32. Pad lanes (r >= nq) get limit 0; they see zero
+// queries and their results are never stored. Returns {min, max} of the
+// real rows' limits.
+inline std::pair<int64_t, int64_t> StartColumns(const FlashSequence& s,
+                                                int64_t i0, int64_t nq, int nqv,
+                                                const ThreadTiles& t) {
+  int64_t min_limit = s.kv_len;
+  int64_t max_limit = 0;
+  for (int64_t r = 0; r < 16 * nqv; ++r) {
+    t.m[r] = kNegInf;
+    t.l[r] = 0.0f;
+    t.limit[r] = r < nq ? RowLimit(s, i0 + r) : 0;
+    t.limit32[r] = static_cast<int32_t>(t.limit[r]);
+    if (r >= nq) continue;
+    max_limit = std::max(max_limit, t.limit[r]);
+    min_limit = std::min(min_limit, t.limit[r]);
+  }
+  return {min_limit, max_limit};
+}
+
 // --- flash_common.cc (any CPU) ---
 
 // Adds the explicit mask and the row limit to one score tile row (columns
@@ -67,21 +91,29 @@ struct ThreadTiles {
 void MaskTileRow(const FlashSequence& s, int64_t i, int64_t j0, int64_t limit,
                  int64_t width, float* row);
 
-// One query row at a time, two passes over its keys, in fp32. Used when
-// AVX-512 is missing and by the tests. row_buf holds kv_len floats.
-void ScalarUnit(const FlashSequence& s, int64_t h, int64_t g, int64_t i0,
-                int64_t nq, int64_t hd, int64_t ctx_stride, float* row_buf,
-                bool write_mask);
+// Applies the sequence's explicit mask to the transposed score tile
+// t.s[nk][BQ] of keys j0 .. j0 + nk - 1, for the first nq query rows and
+// keys below their limit (t.limit, StartColumns).
+void MaskColumnsExplicit(const FlashSequence& s, int64_t i0, int64_t nq,
+                         int64_t j0, int64_t nk, const ThreadTiles& t);
 
-// --- flash_f32.cc (AVX-512) ---
-
-// Whether the fp32 core packs the keys and values of `s` (long sequences:
-// every query block re-reads them, and strided rows defeat the prefetchers).
+// Whether the fp32 units (AVX-512 and Highway) pack the keys and values of
+// `s` (long sequences: every query block re-reads them, and strided rows
+// defeat the prefetchers).
 bool PackF32(const FlashSequence& s);
 
 // Copies key block kb of kv head g into dense [BK][hd] rows of K and of V.
 void PackF32Block(const FlashSequence& s, int64_t g, int64_t kb, int64_t hd,
                   float* k_out, float* v_out);
+
+// One query row at a time, two passes over its keys, in fp32
+// (ATTN_KERNEL_ISA=scalar, and CPUs without a vector unit). row_buf holds
+// kv_len floats.
+void ScalarUnit(const FlashSequence& s, int64_t h, int64_t g, int64_t i0,
+                int64_t nq, int64_t hd, int64_t ctx_stride, float* row_buf,
+                bool write_mask);
+
+// --- flash_f32.cc (AVX-512) ---
 
 // k and v point at key 0 of kv head g, rows kv_stride floats apart (the
 // projection output, or a dense packed copy).

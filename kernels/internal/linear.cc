@@ -125,7 +125,8 @@ absl::StatusOr<Linear::Prims> Linear::CreatePrims(int64_t tokens) const {
 
 absl::StatusOr<std::shared_ptr<const Linear::Prims>> Linear::GetPrims(
     int64_t tokens) const {
-  return cache_.GetOrCreate(tokens, [&] { return CreatePrims(tokens); });
+  return cache_.GetOrCreate(std::make_pair(tokens, CallerThreads()),
+                            [&] { return CreatePrims(tokens); });
 }
 
 absl::StatusOr<std::string> Linear::ImplementationName(int64_t tokens) const {

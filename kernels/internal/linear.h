@@ -1,5 +1,6 @@
 // Linear layer y = x·Wᵀ + b on oneDNN matmul, with the weights packed once
-// (in the layout oneDNN prefers) and one primitive per token count cached.
+// (in the layout oneDNN prefers) and one primitive per (token count, caller's
+// OpenMP thread count) cached.
 // Internal: not part of the public API.
 //
 // Thread-safety: Forward() is const and may be called concurrently; the
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -100,7 +102,8 @@ class Linear {
   bool has_bias_ = false;
   dnnl::memory::desc bias_md_;
   dnnl::memory bias_;
-  mutable PrimitiveCache<int64_t, Prims> cache_;
+  // Key: (tokens, CallerThreads()).
+  mutable PrimitiveCache<std::pair<int64_t, int>, Prims> cache_;
   mutable ScratchPool pool_;  // oneDNN scratchpad and bf16 input
 };
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/thread_warmup.h"
 #include "server/serving/paged_forward.h"
+#include "server/serving/kernel_threads.h"
 #include "server/serving/thread_priority.h"
 
 #ifdef _OPENMP
@@ -59,6 +60,7 @@ absl::Status DropStatus(const BatchTask& task, absl::Time enqueued,
 Batcher::Batcher(const Options& options)
     : threads_(std::max(1, options.threads)),
       executor_nice_(options.executor_nice),
+      chooser_(threads_),
       clock_(options.clock != nullptr ? options.clock : Clock::Real()),
       observer_(options.observer) {
   thread_ = std::thread([this] { ExecutorLoop(); });
@@ -221,12 +223,11 @@ void Batcher::ExecutorLoop() {
     }
   }
 #ifdef _OPENMP
-  // Every oneDNN primitive is created and executed on this thread, so this
-  // is the thread count each kernel call uses.
+  // Start this thread's OpenMP team (threads_ threads) now rather than in
+  // the first large kernel call (thread creation is most of a first call's
+  // extra cost once the model has warmed up, see server/serving/warmup.h).
+  // Each call then sets its own thread count (Run, KernelThreadsFor).
   omp_set_num_threads(threads_);
-  // Start this thread's OpenMP team now rather than in the first request's
-  // kernel call (thread creation is most of a small first call's extra cost
-  // once the model has warmed up, see server/serving/warmup.h).
 #pragma omp parallel
   {}
 #endif
@@ -318,6 +319,18 @@ void Batcher::Run(Batch batch) {
   if (entries.empty()) return;
 
   const int64_t d_model = model.attention.d_model;
+  int64_t flops = 0;
+  for (const Entry& entry : entries) {
+    const AttentionJob& job = entry.task.job;
+    flops += AttentionFlops(model.attention, job.batch, job.q_len, job.kv_len,
+                            job.causal);
+  }
+  // One thread or the team, whichever has been faster for calls of this
+  // size (kernel_threads.h). The kernels read the count per call.
+  const int threads = chooser_.Choose(flops);
+#ifdef _OPENMP
+  omp_set_num_threads(threads);
+#endif
   std::vector<AttentionResult> results(entries.size());
   std::vector<kernels::AttentionInput> inputs;
   std::vector<kernels::AttentionOutput> outputs;
@@ -342,6 +355,7 @@ void Batcher::Run(Batch batch) {
                                   ModelLabel(model), " has no loaded kernel"))
                             : model.kernel->ForwardBatch(inputs, outputs);
   const absl::Duration compute = clock_->Now() - start;
+  if (status.ok()) chooser_.Record(flops, threads, compute);
   if (observer_ != nullptr) {
     observer_->BatchComputed(model, static_cast<int64_t>(entries.size()),
                              tokens, compute, status);

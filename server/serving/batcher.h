@@ -11,10 +11,11 @@
 //   if (!s.ok()) ...;  // UNAVAILABLE: queue full or shutting down
 //
 // Why one thread: each kernel call is itself parallelised by oneDNN's OpenMP
-// over `threads` cores, so running two calls at once would oversubscribe the
-// cores (see docs KERNELS.md, "threads are fixed at primitive creation").
-// Compute is serialised; models are served round-robin so that one busy
-// model cannot starve another.
+// over up to `threads` cores, so running two calls at once would
+// oversubscribe the cores. Compute is serialised; models are served
+// round-robin so that one busy model cannot starve another. Each call runs
+// on one thread or on the whole team, whichever has been faster for calls
+// of its size (server/serving/kernel_threads.h).
 //
 // Dynamic batching (per model version; BatchingOptions in config.json):
 // tasks of the SAME Model object -- one name and version, hence one
@@ -90,6 +91,7 @@
 #include "server/serving/batch_observer.h"
 #include "server/serving/clock.h"
 #include "server/serving/session_step.h"
+#include "server/serving/kernel_threads.h"
 
 namespace attn::server {
 
@@ -117,8 +119,9 @@ struct BatchTask {
 class Batcher {
  public:
   struct Options {
-    // OpenMP threads for each kernel call, set on the executor thread before
-    // any primitive is created. Default: 1. REQUIRES: >= 1.
+    // Most OpenMP threads of one kernel call (the executor's team); each
+    // call runs on 1 or `threads` (KernelThreadChooser). Default: 1.
+    // REQUIRES: >= 1.
     int threads = 1;
     // Nice increment of the executor thread and its OpenMP team (compute
     // yields the CPU to gRPC's threads under saturation, see
@@ -229,6 +232,7 @@ class Batcher {
 
   const int threads_;
   const int executor_nice_;
+  KernelThreadChooser chooser_;  // used by the executor thread only
   Clock* const clock_;
   BatchObserver* const observer_;  // may be null
 

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "server/serving/kernel_threads.h"
 
 namespace attn::server {
 namespace {
@@ -46,9 +47,17 @@ absl::StatusOr<absl::Duration> WarmUp(const Model& model, int threads) {
   absl::Status status;
   const absl::Time start = absl::Now();
   std::thread runner([&] {
-    omp_set_num_threads(threads);
     for (const WarmupShape& shape : model.config.warmup) {
-      status = RunShape(model, shape);
+      // Every thread count the executor may give this call: primitives are
+      // cached per thread count.
+      for (int n : CandidateThreads(
+               AttentionFlops(model.attention, shape.batch, shape.seq,
+                              shape.seq, model.config.causal),
+               threads)) {
+        omp_set_num_threads(n);
+        status = RunShape(model, shape);
+        if (!status.ok()) break;
+      }
       if (!status.ok()) {
         status = absl::Status(
             status.code(),

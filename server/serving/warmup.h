@@ -5,9 +5,11 @@
 //
 //   absl::StatusOr<absl::Duration> took = WarmUp(*model, /*threads=*/2);
 //
-// The passes run on a thread of their own that uses the executor's OpenMP
-// thread count: oneDNN fixes a primitive's thread count when it is created,
-// so primitives made here are the ones the executor will reuse.
+// The passes run on a thread of their own, once per OpenMP thread count the
+// executor may give a call of that shape (CandidateThreads, see
+// server/serving/kernel_threads.h: one thread and the team): oneDNN fixes a
+// primitive's thread count when it is created, so primitives made here are
+// the ones the executor will reuse.
 //
 // Thread-safety: may be called concurrently (Forward is const and
 // thread-safe), but each call occupies `threads` cores while it runs.

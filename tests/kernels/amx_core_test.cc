@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "kernels/attention.h"
 #include "kernels/internal/flash_core.h"
+#include "kernels/kernel_isa.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "tests/kernels/test_util.h"
 
@@ -32,11 +33,15 @@ TEST(AmxCoreTest, SelectedOnlyForBf16WithHeadDimMultipleOf32) {
   const FlashCore bf16_64(8, 8, 64, ComputeDType::kBFloat16);
   const FlashCore bf16_48(8, 8, 48, ComputeDType::kBFloat16);
   const FlashCore fp32_64(8, 8, 64, ComputeDType::kFloat32);
-  // Below AVX-512 (e.g. AVX2-only EPYC) no AVX-512 unit can run.
+  // Below AVX-512 (e.g. AVX2-only EPYC, aarch64) the best Highway target
+  // runs: SupportedKernelIsas() lists it right after "scalar".
   const bool avx512 =
       dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core;
+  const std::vector<std::string> isas = SupportedKernelIsas();
+  ASSERT_GE(isas.size(), 2u);
   EXPECT_EQ(std::string(bf16_64.isa()),
-            CpuHasAmx() ? "amx_bf16" : (avx512 ? "avx512" : "scalar"));
+            CpuHasAmx() ? "amx_bf16" : (avx512 ? "avx512" : isas[1]));
+  EXPECT_EQ(std::string(fp32_64.isa()), avx512 ? "avx512" : isas[1]);
   EXPECT_NE(std::string(bf16_48.isa()), "amx_bf16");
   EXPECT_NE(std::string(fp32_64.isa()), "amx_bf16");
 }

@@ -7,10 +7,12 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
+#include "kernels/kernel_isa.h"
 #include "tests/kernels/reference_attention.h"
 #include "tests/kernels/test_util.h"
 
@@ -271,34 +273,45 @@ TEST_P(FeatureTest, Bf16MatchesReference) {
   }
 }
 
-// The opt-in vdpbf16ps core (bf16 Q/K/V/P, fp32 accumulation), same bf16
-// tolerance.
-TEST_P(FeatureTest, Bf16DotProductCoreMatchesReference) {
-  Case c = GetParam().c;
-  c.config.compute_dtype = ComputeDType::kBFloat16;
-  c.return_weights = false;
-  const Comparison r = RunWithIsa(c, "avx512_bf16");
-  ASSERT_EQ(r.error, "") << c.DebugString();
-  EXPECT_FALSE(r.has_non_finite) << c.DebugString();
-  EXPECT_LE(r.max_output_scaled_error, kBf16Tolerance) << c.DebugString();
-}
-
-// The portable scalar core (CPUs without AVX-512), forced through the
-// environment variable read when a layer is created.
-TEST_P(FeatureTest, ScalarCoreMatchesReference) {
-  Case c = GetParam().c;
-  c.return_weights = false;
-  const Comparison r = RunWithIsa(c, "scalar");
-  ASSERT_EQ(r.error, "") << c.DebugString();
-  EXPECT_FALSE(r.has_non_finite) << c.DebugString();
-  EXPECT_LE(r.max_output_error, kFp32Tolerance) << c.DebugString();
-}
-
 INSTANTIATE_TEST_SUITE_P(Features, FeatureTest,
                          ::testing::ValuesIn(FeatureCases()),
                          [](const ::testing::TestParamInfo<NamedCase>& info) {
                            return info.param.name;
                          });
+
+// Every core path this CPU runs (SupportedKernelIsas: scalar, each Highway
+// target, avx512, avx512_bf16, amx_bf16 where present), forced through
+// ATTN_KERNEL_ISA, on every feature case: the fp32 layer within the fp32
+// tolerance, the bf16 layer within the bf16 one. Names end in the path.
+class CorePathTest
+    : public ::testing::TestWithParam<std::tuple<NamedCase, std::string>> {};
+
+TEST_P(CorePathTest, MatchesReference) {
+  Case c = std::get<0>(GetParam()).c;
+  const std::string& isa = std::get<1>(GetParam());
+  c.return_weights = false;
+  for (ComputeDType dtype : {ComputeDType::kFloat32, ComputeDType::kBFloat16}) {
+    c.config.compute_dtype = dtype;
+    const Comparison r = RunWithIsa(c, isa.c_str());
+    ASSERT_EQ(r.error, "") << isa << " " << c.DebugString();
+    EXPECT_FALSE(r.has_non_finite) << isa << " " << c.DebugString();
+    if (dtype == ComputeDType::kFloat32) {
+      EXPECT_LE(r.max_output_error, kFp32Tolerance)
+          << isa << " " << c.DebugString();
+    } else {
+      EXPECT_LE(r.max_output_scaled_error, kBf16Tolerance)
+          << isa << " " << c.DebugString();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Paths, CorePathTest,
+    ::testing::Combine(::testing::ValuesIn(FeatureCases()),
+                       ::testing::ValuesIn(SupportedKernelIsas())),
+    [](const ::testing::TestParamInfo<CorePathTest::ParamType>& info) {
+      return std::get<0>(info.param).name + "_" + std::get<1>(info.param);
+    });
 
 // Random shapes and feature combinations, seeded.
 std::vector<Case> RandomCases(int count, bool bf16) {

@@ -1,5 +1,7 @@
 // Several threads call Forward() on one object with different shapes at once;
 // every result must match the reference.
+#include <omp.h>
+
 #include <atomic>
 #include <string>
 #include <thread>
@@ -62,6 +64,41 @@ TEST(ConcurrencyTest, ForwardFromManyThreads) {
     EXPECT_LE(worst[t].max_output_error, 1e-4) << "thread " << t;
     EXPECT_LE(worst[t].max_weights_error, 1e-4) << "thread " << t;
   }
+}
+
+// The caller may change its OpenMP thread count from one call to the next
+// (the server's executor runs small calls on one thread and large ones on
+// the team). oneDNN sizes a primitive's scratchpad and work split for the
+// thread count it was created with, so primitives are cached per thread
+// count: a primitive made for one thread must never run on four, or the
+// reverse. Shapes repeat across thread counts, in both orders, with the
+// materialising core (weights asked) and the flash core (weights not).
+TEST(ConcurrencyTest, ThreadCountMayChangeBetweenCalls) {
+  Case c;
+  c.config.d_model = 64;
+  c.config.num_heads = 4;
+  c.batch = 3;
+  c.q_len = 40;
+  c.kv_len = 40;
+  c.causal = true;
+  c.seed = 7;
+  const CaseData data = MakeCaseData(c);
+  Case flash = c;
+  flash.return_weights = false;
+  auto mha = MultiHeadAttention::Create(c.config, data.weights);
+  ASSERT_TRUE(mha.ok()) << mha.status();
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 4, 1, 2, 4, 3, 1}) {
+    omp_set_num_threads(threads);
+    for (const Case& k : {c, flash}) {
+      const Comparison r = RunAndCompare(k, data, mha->get());
+      EXPECT_EQ(r.error, "") << threads << " threads";
+      EXPECT_FALSE(r.has_non_finite) << threads << " threads";
+      EXPECT_LE(r.max_output_error, 1e-4) << threads << " threads";
+      EXPECT_LE(r.max_weights_error, 1e-4) << threads << " threads";
+    }
+  }
+  omp_set_num_threads(saved);
 }
 
 }  // namespace

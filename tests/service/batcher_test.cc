@@ -588,6 +588,25 @@ TEST_F(BatcherTest, ObserverSeesEveryTaskAndOneCallPerBatch) {
                           std::pair<int64_t, int64_t>{2, 8}));
 }
 
+// Each kernel call runs on one thread or on the whole team, chosen per
+// size of call (KernelThreadChooser): a small call tries both before it
+// settles, a call of a GFLOP and more always runs on the team.
+TEST_F(BatcherTest, EachCallRunsAloneOrOnTheWholeTeam) {
+  auto model = MakeFakeModel("a", &log_, BatchingOff(), /*d_model=*/1024,
+                             /*num_heads=*/8, /*max_sequence_length=*/512);
+  Batcher::Options options = Options();
+  options.threads = 4;
+  Batcher batcher(options);
+  const int64_t seqs[] = {2, 2, 512, 2};
+  for (size_t i = 0; i < std::size(seqs); ++i) {
+    BatchTask task = Task(model, "t" + std::to_string(i), seqs[i]);
+    task.job.query = testing::RandomValues(seqs[i] * 1024, 3);
+    ASSERT_TRUE(batcher.Submit(std::move(task)).ok());
+    completions_.Await(i + 1);
+  }
+  EXPECT_THAT(log_.call_threads(), ElementsAre(1, 4, 4, 1));
+}
+
 // Ragged batches through the REAL kernel (demo model, oneDNN): every output
 // of a merged batch equals the same request computed alone.
 TEST_F(BatcherTest, MergedBatchMatchesEachRequestServedAloneOnRealKernel) {

@@ -1,9 +1,14 @@
 // Models with a fake kernel, for batcher and validation tests (no oneDNN):
 // the kernel records each call (a ForwardBatch call is ONE call, logged with
-// its item count), can be held at a gate, can be told to fail, and writes
-// output = query (so results are checkable) and uniform weights.
+// its item count and the OpenMP thread count it was called with), can be
+// held at a gate, can be told to fail, and writes output = query (so
+// results are checkable) and uniform weights.
 #ifndef ATTNSERVE_TESTS_SERVICE_FAKE_MODEL_H_
 #define ATTNSERVE_TESTS_SERVICE_FAKE_MODEL_H_
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include <memory>
 #include <string>
@@ -45,6 +50,11 @@ class KernelLog {
     absl::MutexLock lock(&mu_);
     return call_items_;
   }
+  // omp_get_max_threads() on entry of each call, in call order.
+  std::vector<int> call_threads() const {
+    absl::MutexLock lock(&mu_);
+    return call_threads_;
+  }
   // Kernel calls from now on return `status` (OK: compute normally).
   void SetStatus(absl::Status status) {
     absl::MutexLock lock(&mu_);
@@ -56,6 +66,11 @@ class KernelLog {
     absl::MutexLock lock(&mu_);
     calls_.push_back(tag);
     call_items_.push_back(items);
+#ifdef _OPENMP
+    call_threads_.push_back(omp_get_max_threads());
+#else
+    call_threads_.push_back(1);
+#endif
     mu_.Await(absl::Condition(&open_));
     return status_;
   }
@@ -69,6 +84,7 @@ class KernelLog {
   bool open_ ABSL_GUARDED_BY(mu_) = true;
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<size_t> call_items_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> call_threads_ ABSL_GUARDED_BY(mu_);
   absl::Status status_ ABSL_GUARDED_BY(mu_);
   size_t awaited_ ABSL_GUARDED_BY(mu_) = 0;
 };
