@@ -28,10 +28,10 @@ std::string Describe(int64_t value, const char* unit_default) {
 }  // namespace
 
 std::string MallocTuning::ToString() const {
-  return absl::StrCat("malloc arenas ", Describe(arena_max, "glibc default"),
+  return absl::StrCat("malloc arenas ", Describe(arena_max, "unchanged"),
                       ", mmap threshold ",
                       mmap_threshold_bytes == 0
-                          ? std::string("glibc default (dynamic)")
+                          ? std::string("unchanged")
                           : absl::StrCat(mmap_threshold_bytes >> 10, " KiB"));
 }
 
@@ -51,21 +51,17 @@ absl::StatusOr<MallocTuning> TuneMalloc(int arena_max,
   MallocTuning applied;
   if (arena_max != 0 && std::getenv("MALLOC_ARENA_MAX") == nullptr) {
     const int arenas = arena_max > 0 ? arena_max : std::max(2, UsableCores());
-    if (mallopt(M_ARENA_MAX, arenas) != 1) {
-      return absl::InternalError(
-          absl::StrCat("mallopt(M_ARENA_MAX, ", arenas, ") failed"));
-    }
-    applied.arena_max = arenas;
+    // 0 when malloc is not glibc's (a sanitizer's, or one preloaded): then
+    // there is nothing to tune and it is left as it is.
+    if (mallopt(M_ARENA_MAX, arenas) == 1) applied.arena_max = arenas;
   }
   if (mmap_threshold_bytes != 0 &&
       std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) {
     const int64_t threshold =
         mmap_threshold_bytes > 0 ? mmap_threshold_bytes : kDefaultMmapThreshold;
-    if (mallopt(M_MMAP_THRESHOLD, static_cast<int>(threshold)) != 1) {
-      return absl::InternalError(
-          absl::StrCat("mallopt(M_MMAP_THRESHOLD, ", threshold, ") failed"));
+    if (mallopt(M_MMAP_THRESHOLD, static_cast<int>(threshold)) == 1) {
+      applied.mmap_threshold_bytes = threshold;
     }
-    applied.mmap_threshold_bytes = threshold;
   }
   return applied;
 }

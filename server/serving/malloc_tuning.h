@@ -30,8 +30,9 @@
 
 namespace attn::server {
 
-// What TuneMalloc set; 0 means left to glibc (asked for, or decided by the
-// environment variables MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_).
+// What TuneMalloc set; 0 means left as it is (asked for, decided by the
+// environment variables MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_, or malloc
+// is not glibc's: a sanitizer's or a preloaded allocator refuses mallopt).
 struct MallocTuning {
   int arena_max = 0;
   int64_t mmap_threshold_bytes = 0;
@@ -42,8 +43,7 @@ struct MallocTuning {
 // 0 = glibc's default; N > 0 = at most N.
 // mmap_threshold_bytes: -1 = 256 KiB, fixed; 0 = glibc's dynamic default;
 // N > 0 = N bytes, fixed (at most 32 MiB, glibc's limit).
-// Errors: INVALID_ARGUMENT naming the flag for values out of range;
-// INTERNAL if glibc refuses.
+// Errors: INVALID_ARGUMENT naming the flag for values out of range.
 absl::StatusOr<MallocTuning> TuneMalloc(int arena_max,
                                         int64_t mmap_threshold_bytes);
 
