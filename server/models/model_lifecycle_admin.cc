@@ -81,8 +81,8 @@ absl::Status ModelLifecycle::UnloadModel(const std::string& name) {
   jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(),
                              [&](const LoadJob& job) {
                                if (job.name != name) return false;
-                               SetLoadingLocked(name, job.version,
-                                                e.versions[job.version], false);
+                               // (the repository is told below)
+                               e.versions[job.version].loading = false;
                                return true;
                              }),
               jobs_.end());
