@@ -1,5 +1,5 @@
-"""Warm-up before ready, through the real attn_server at its default
---threads (a team of at least 2).
+"""Warm-up before ready, through the real attn_server with one kernel thread
+(see TEAM below for why not the default team).
 
 With the default config.json "warmup" the first request (small, with
 attention weights, the path that JIT-compiles oneDNN's softmax) costs at most
