@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/thread_warmup.h"
-#include "server/serving/paged_forward.h"
 #include "server/serving/kernel_threads.h"
+#include "server/serving/paged_forward.h"
 #include "server/serving/thread_priority.h"
 
 #ifdef _OPENMP

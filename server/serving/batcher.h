@@ -90,8 +90,8 @@
 #include "server/serving/attention_job.h"
 #include "server/serving/batch_observer.h"
 #include "server/serving/clock.h"
-#include "server/serving/session_step.h"
 #include "server/serving/kernel_threads.h"
+#include "server/serving/session_step.h"
 
 namespace attn::server {
 
