@@ -3,10 +3,14 @@
 # tensors) vs v2 REST (JSON data), in one run against one attn_server (demo
 # model, d_model 256, 16 query tokens), closed loop at concurrency 1 and 64.
 # Prints a Markdown table with ratios to attn.v1 (README, "Open Inference
-# Protocol"). Usage: scripts/bench_protocols.sh [build dir] [seconds per step]
+# Protocol"). The four protocols run interleaved, ROUNDS times (default 3),
+# and the table gives each one's median over the rounds, with the range of
+# its per-round ratio to attn.v1, so that drift of a shared machine shows.
+# Usage: scripts/bench_protocols.sh [build dir] [seconds per step] [rounds]
 set -euo pipefail
 BUILD="${1:-build}"
 SECONDS_PER_STEP="${2:-5}"
+ROUNDS="${3:-3}"
 TMP="$(mktemp -d)"
 SERVER_PID=""
 cleanup() {
@@ -24,26 +28,35 @@ for _ in $(seq 1 200); do
 done
 TARGET="$(grep -o '127.0.0.1:[0-9]*' "$TMP/server.out" | head -1)"
 [ -n "$TARGET" ] || { cat "$TMP/server.err"; exit 1; }
-for protocol in attn v2 http http_json; do
-  "$BUILD/client/loadgen/attn_loadgen" --target="$TARGET" \
-    --http_target="127.0.0.1:$HTTP_PORT" --protocol="$protocol" --seq=16 \
-    --sweep=concurrency=1,64 --duration="${SECONDS_PER_STEP}s" --warmup=1s \
-    --quiet --json="$TMP/$protocol.json" >/dev/null
+for round in $(seq 1 "$ROUNDS"); do
+  for protocol in attn v2 http http_json; do
+    "$BUILD/client/loadgen/attn_loadgen" --target="$TARGET" \
+      --http_target="127.0.0.1:$HTTP_PORT" --protocol="$protocol" --seq=16 \
+      --sweep=concurrency=1,64 --duration="${SECONDS_PER_STEP}s" --warmup=1s \
+      --quiet --json="$TMP/$protocol.$round.json" >/dev/null
+  done
 done
-/usr/bin/python3 - "$TMP" <<'PY'
-import json, sys
-tmp = sys.argv[1]
+/usr/bin/python3 - "$TMP" "$ROUNDS" <<'PY'
+import json, statistics, sys
+tmp, rounds = sys.argv[1], int(sys.argv[2])
 names = {"attn": "attn.v1 (gRPC)", "v2": "KServe v2 gRPC", "http": "KServe v2 REST, binary",
          "http_json": "KServe v2 REST, JSON"}
-runs = {p: json.load(open(f"{tmp}/{p}.json"))["steps"] for p in names}
-print("| protocol | concurrency | req/s | vs attn.v1 | p50 ms | p99 ms | errors |")
+runs = {p: [json.load(open(f"{tmp}/{p}.{r}.json"))["steps"] for r in range(1, rounds + 1)]
+        for p in names}
+med = statistics.median
+print(f"{rounds} interleaved rounds; medians, and the range of the per-round ratio")
+print("| protocol | concurrency | req/s | vs attn.v1 (range) | p50 ms | p99 ms | errors |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-for i, label in enumerate(s["label"] for s in runs["attn"]):
-    base = runs["attn"][i]["requests_per_second"]
+for i, label in enumerate(s["label"] for s in runs["attn"][0]):
+    base = [r[i]["requests_per_second"] for r in runs["attn"]]
     for p, name in names.items():
-        s = runs[p][i]
-        lat = s["latency_us"]
-        print(f"| {name} | {label.split('=')[1]} | {s['requests_per_second']:.0f} | "
-              f"{s['requests_per_second'] / base:.2f} | {lat['p50'] / 1e3:.2f} | "
-              f"{lat['p99'] / 1e3:.2f} | {s['errors']} |")
+        steps = [r[i] for r in runs[p]]
+        rps = [s["requests_per_second"] for s in steps]
+        ratios = [a / b for a, b in zip(rps, base)]
+        p50 = med(s["latency_us"]["p50"] for s in steps) / 1e3
+        p99 = med(s["latency_us"]["p99"] for s in steps) / 1e3
+        errors = sum(s["errors"] for s in steps)
+        print(f"| {name} | {label.split('=')[1]} | {med(rps):.0f} | "
+              f"{med(rps) / med(base):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) | "
+              f"{p50:.2f} | {p99:.2f} | {errors} |")
 PY
