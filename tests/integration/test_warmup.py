@@ -1,9 +1,11 @@
-"""Warm-up before ready, through the real attn_server with one kernel thread
-(see TEAM below for why not the default team).
+"""Warm-up before ready, through the real attn_server at its default
+--threads (the executor's team and the per-call thread chooser included).
 
 With the default config.json "warmup" the first request (small, with
 attention weights, the path that JIT-compiles oneDNN's softmax) costs at most
-3x the steady state. With "warmup": [] the first request of each new shape
+3x the steady state: the median over ROUNDS fresh servers, because a first
+request is one sample and one preemption of the executor (CI runs two tests
+at once on two cores) can multiply it. With "warmup": [] the first request of each new shape
 pays for primitive creation, which shows what the warm-up buys. Answers match
 PyTorch either way.
 
@@ -33,11 +35,8 @@ STEADY_CALLS = 15
 IDLE_S = 0.1
 # Idle long past OpenMP's spin-wait, so that a team would sleep.
 LONG_IDLE_S = 1.0
-# One kernel thread. With a team (the default --threads, 2 here) one CI run
-# saw the first call cost 7.6x the steady state after warm-up (the thread
-# chooser's first call at the other thread count, whose primitives the
-# warm-up did not create, is the likely cause): open, see issue 11.
-TEAM = 1
+# Fresh servers the warm model's first-call ratio is the median over.
+ROUNDS = 3
 # Sequence lengths no warm-up covers, for the cold model: each needs new
 # primitives on its first call.
 COLD_SEQS = (16, 17, 18, 19, 20)
@@ -64,7 +63,7 @@ class WarmupTest(unittest.TestCase):
         """Compute time (us) of the first call of each of `first_seqs`, then
         the median of STEADY_CALLS later calls of the first of them, then one
         call after LONG_IDLE_S."""
-        server = h.ServerProcess(self.tmp.name, ["--threads=%d" % TEAM])
+        server = h.ServerProcess(self.tmp.name)
         try:
             server.start()
             client = attnserve.Client(server.target)
@@ -104,9 +103,15 @@ class WarmupTest(unittest.TestCase):
         return firsts, steady, after_idle
 
     def test_first_request_costs_what_later_ones_do(self):
-        (first,), steady, after_idle = self.measure("warm", (16,))
-        self.assertLessEqual(first, 3 * steady)
-        self.assertLessEqual(after_idle, 3 * steady)
+        ratios, idle_ratios = [], []
+        for _ in range(ROUNDS):
+            (first,), steady, after_idle = self.measure("warm", (16,))
+            ratios.append(first / steady)
+            idle_ratios.append(after_idle / steady)
+        print(f"warm: first/steady {[round(r, 2) for r in ratios]}, after idle/steady "
+              f"{[round(r, 2) for r in idle_ratios]}")
+        self.assertLessEqual(statistics.median(ratios), 3)
+        self.assertLessEqual(statistics.median(idle_ratios), 3)
 
     def test_without_warmup_the_first_request_pays_for_primitives(self):
         firsts, steady, _ = self.measure("cold", COLD_SEQS)
