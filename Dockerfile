@@ -28,6 +28,7 @@ COPY . .
 RUN --mount=type=cache,target=/ccache \
     scripts/build.sh --target attn_server attn_cli \
  && strip build/server/attn_server build/client/attn_cli \
+      build/server/libattn_openssl_compat_*.so \
  && (ccache -s | grep -i hit || true)
 
 FROM docker.io/library/debian:bookworm-slim
@@ -43,6 +44,9 @@ RUN apt-get update -qq \
       --home-dir /nonexistent --shell /usr/sbin/nologin attn \
  && mkdir -p /models && chown 10001:10001 /models
 COPY --from=build /src/build/server/attn_server /src/build/client/attn_cli /usr/local/bin/
+# OpenSSL 3 compatibility objects for REST over TLS (docs/ARCHITECTURE.md).
+COPY --from=build /src/build/server/libattn_openssl_compat_ssl.so \
+     /src/build/server/libattn_openssl_compat_crypto.so /usr/local/lib/attnserve/
 USER 10001:10001
 # gRPC (--port) and Prometheus /metrics (--metrics_port).
 EXPOSE 50051 9090

@@ -38,8 +38,9 @@ ABSL_FLAG(std::string, host, "0.0.0.0",
 ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks any free port.");
 ABSL_FLAG(int, http_port, 0,
           "Port of the KServe v2 (Open Inference Protocol) HTTP/REST "
-          "endpoint /v2/... on --host, with the tokens of --port (plaintext: "
-          "not with --tls_cert); 0 = off (Triton's port is 8000).");
+          "endpoint /v2/... on --host, with the TLS/mTLS setup and tokens "
+          "of --port (https when --tls_cert is set); 0 = off (Triton's port "
+          "is 8000).");
 ABSL_FLAG(int, metrics_port, 9090,
           "Port of the Prometheus endpoint http://HOST:PORT/metrics (on "
           "--host, separate from the gRPC port); 0 turns metrics off.");
@@ -363,8 +364,9 @@ int Run() {
               << "/metrics\n";
   }
   if ((*server)->http_port() != 0) {
-    std::cerr << "attn_server: KServe v2 REST on http://" << (*server)->host()
-              << ":" << (*server)->http_port() << "/v2\n";
+    std::cerr << "attn_server: KServe v2 REST on "
+              << ((*server)->http_tls() ? "https://" : "http://")
+              << (*server)->host() << ":" << (*server)->http_port() << "/v2\n";
   }
   std::cerr << "attn_server: in-flight request memory limited to "
             << (*server)->budget().limit() / (1 << 20)

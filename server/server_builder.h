@@ -154,6 +154,8 @@ class AttentionServer {
   }
   // The bound HTTP/REST port; 0 when REST is off.
   int http_port() const { return http_ ? http_->port() : 0; }
+  // Whether the HTTP/REST port speaks TLS (https).
+  bool http_tls() const { return http_ != nullptr && http_->tls(); }
   // The metrics being recorded; null when metrics are off.
   ServerMetrics* metrics() const { return metrics_.get(); }
 

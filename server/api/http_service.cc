@@ -16,6 +16,7 @@
 #include "absl/synchronization/notification.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
+#include "server/api/http_tls.h"
 #include "server/api/v2_infer.h"
 #include "server/api/v2_json.h"
 #include "server/api/v2_mapping.h"
@@ -229,6 +230,12 @@ const char* RejectionText(AuthResult r) {
 
 }  // namespace
 
+int HttpService::InitTls(void* ssl_ctx, void* self) {
+  HttpService* service = static_cast<HttpService*>(self);
+  service->tls_error_ = ConfigureHttpTls(service->options_.security, ssl_ctx);
+  return service->tls_error_.ok() ? 1 : -1;
+}
+
 int HttpService::HandleRequest(mg_connection* conn, void* self) {
   static_cast<HttpService*>(self)->Serve(conn);
   return 1;  // answered
@@ -242,22 +249,19 @@ absl::StatusOr<std::unique_ptr<HttpService>> HttpService::Start(
   service->attention_ = attention;
   service->v2_ = v2;
   service->metrics_ = metrics;
-  if (options.security.tls.has_value()) {
-    // Debian 12's civetweb 1.15 loads OpenSSL 3 at run time and crashes on
-    // its first TLS connection (a worker thread calls a null function
-    // pointer; reproduced with a bare civetweb program), so REST over TLS
-    // is refused rather than offered broken. See docs/ARCHITECTURE.md.
-    return absl::InvalidArgumentError(
-        "--http_port cannot be combined with --tls_cert: REST over TLS is "
-        "not available in this build (Debian's civetweb 1.15 crashes with "
-        "OpenSSL 3); terminate TLS in front of the REST port (ingress or "
-        "sidecar), or use KServe v2 over gRPC, which has TLS, on --port");
+  const bool tls = options.security.tls.has_value();
+  if (tls) {
+    if (absl::Status loaded = LoadCivetwebOpenSsl(); !loaded.ok()) {
+      return loaded;
+    }
   }
   std::string host = options.host;
   if (host.find(':') != std::string::npos && host.front() != '[') {
     host = absl::StrCat("[", host, "]");  // IPv6 literal
   }
-  const std::string ports = absl::StrCat(host, ":", options.port);
+  // civetweb marks a TLS port with an "s" suffix.
+  const std::string ports =
+      absl::StrCat(host, ":", options.port, tls ? "s" : "");
   const std::string threads = absl::StrCat(kHttpThreads);
   const char* civet_options[] = {"listening_ports",
                                  ports.c_str(),
@@ -274,7 +278,14 @@ absl::StatusOr<std::unique_ptr<HttpService>> HttpService::Start(
                                  nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
+  // With TLS civetweb hands us its SSL_CTX to configure (returning 1 means
+  // "done"; -1 fails mg_start).
+  if (tls) callbacks.init_ssl = &HttpService::InitTls;
   mg_context* context = mg_start(&callbacks, service.get(), civet_options);
+  if (!service->tls_error_.ok()) {
+    if (context != nullptr) mg_stop(context);
+    return service->tls_error_;
+  }
   if (context == nullptr) {
     return absl::UnavailableError(
         absl::StrCat("could not listen for HTTP on ", ports,

@@ -1,6 +1,6 @@
 // The KServe v2 HTTP/REST service (civetweb) on --http_port, same --host,
-// with the bearer tokens of the gRPC port (plaintext only: Start refuses a
-// TLS setup, see http_service.cc and docs/ARCHITECTURE.md):
+// with the TLS/mTLS setup and bearer tokens of the gRPC port (TLS through
+// server/api/http_tls.h, see docs/ARCHITECTURE.md):
 //
 //   GET  /v2/health/live, /v2/health/ready          (never need a token)
 //   GET  /v2                                        server metadata
@@ -51,14 +51,16 @@ struct HttpOptions {
   std::string host = "0.0.0.0";
   int port = 0;  // REQUIRES: 1..65535 (0 = off is the caller's business)
   int64_t max_body_bytes = int64_t{256} << 20;
-  ServerSecurity security;  // tokens; REQUIRES: no tls (refused)
+  ServerSecurity security;  // TLS, client CA and tokens, as on gRPC
 };
 
 class HttpService {
  public:
   // Listens and serves. `attention`, `v2` and `metrics` (may be null) are
   // not owned and must outlive Stop(). Errors: UNAVAILABLE when the
-  // address cannot be bound; INVALID_ARGUMENT when TLS is asked for.
+  // address cannot be bound; with TLS, FAILED_PRECONDITION when the OpenSSL
+  // compatibility objects are missing and INVALID_ARGUMENT when the
+  // certificates cannot be used (http_tls.h).
   static absl::StatusOr<std::unique_ptr<HttpService>> Start(
       const HttpOptions& options, const AttentionServiceImpl* attention,
       const InferenceServiceImpl* v2, ServerMetrics* metrics);
@@ -68,12 +70,14 @@ class HttpService {
   HttpService& operator=(const HttpService&) = delete;
 
   int port() const { return port_; }
+  bool tls() const { return options_.security.tls.has_value(); }
 
   // Stops accepting, waits for the requests being served. Idempotent.
   void Stop();
 
   // Implementation details follow. API users need not read.
   static int HandleRequest(mg_connection* conn, void* self);
+  static int InitTls(void* ssl_ctx, void* self);
 
  private:
   HttpService() = default;
@@ -87,6 +91,7 @@ class HttpService {
   ServerMetrics* metrics_ = nullptr;
   mg_context* context_ = nullptr;
   int port_ = 0;
+  absl::Status tls_error_;  // set by InitTls during mg_start
 };
 
 }  // namespace attn::server

@@ -5,7 +5,8 @@ Checks: the image config (non-root USER, EXPOSE, HEALTHCHECK, ENTRYPOINT);
 no arguments serve the demo model; `-v DIR:/models --model_repository /models`
 serves an exported model whose output matches PyTorch; the process runs as
 UID 10001; the HEALTHCHECK command works inside the image; SIGTERM drains
-in-flight calls (all answered OK) and the server exits 0.
+in-flight calls (all answered OK) and the server exits 0; KServe v2 REST
+over mutual TLS works from inside the image.
 
 Environment: ATTN_IMAGE (default localhost/attnserve:ci), ATTN_BUILD_DIR
 (host build with attn_cli and python/, default build/).
@@ -233,6 +234,58 @@ class DemoModelTest(unittest.TestCase):
             self.assertEqual(server.terminate_and_wait(), 0, server.stderr_text())
         finally:
             server.cleanup()
+
+
+class RestTlsTest(unittest.TestCase):
+    """KServe v2 REST over mutual TLS from inside the image: the OpenSSL
+    compatibility objects are installed where attn_server finds them, and
+    curl outside the image gets an answer equal to attn.v1's over TLS."""
+
+    def test_https_with_client_certificate(self):
+        import tls_certs
+        tmp = tempfile.TemporaryDirectory()
+        server = None
+        try:
+            pki = tls_certs.generate(os.path.join(tmp.name, "pki"))
+            for name in os.listdir(pki):  # readable by the image's UID
+                os.chmod(os.path.join(pki, name), 0o644)
+            os.chmod(pki, 0o755)
+            os.chmod(tmp.name, 0o755)
+            http_port = free_port()
+            server = ImageServer(volumes=[f"{pki}:/pki:ro"], args=[
+                f"--http_port={http_port}", "--tls_cert=/pki/server.pem",
+                "--tls_key=/pki/server.key", "--tls_client_ca=/pki/ca.pem"])
+            target = server.start()
+            self.assertIn(f"KServe v2 REST on https://127.0.0.1:{http_port}/v2",
+                          server.stderr_text())
+            x = np.random.default_rng(4).standard_normal((1, 6, 256), dtype=np.float32)
+            body = json.dumps({"inputs": [{"name": "query", "datatype": "FP32",
+                                           "shape": list(x.shape),
+                                           "data": x.ravel().tolist()}]})
+            tls = ["--cacert", f"{pki}/ca.pem", "--cert", f"{pki}/client.pem",
+                   "--key", f"{pki}/client.key"]
+            url = f"https://127.0.0.1:{http_port}/v2/models/demo/infer"
+            r = subprocess.run(["curl", "-sS", "--fail", "--max-time", "30", *tls,
+                                "-H", "Content-Type: application/json",
+                                "--data-binary", body, url],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr + server.stderr_text())
+            out = json.loads(r.stdout)["outputs"][0]
+            got = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+            with attnserve.Client(target, tls_ca=f"{pki}/ca.pem",
+                                  tls_cert=f"{pki}/client.pem", tls_key=f"{pki}/client.key",
+                                  tls_server_name=tls_certs.SERVER_NAME) as client:
+                np.testing.assert_array_equal(got, client.attend(x).output)
+            # Without a client certificate the handshake is refused.
+            r = subprocess.run(["curl", "-sS", "--max-time", "30", "--cacert",
+                                f"{pki}/ca.pem", url], capture_output=True, text=True,
+                               timeout=60)
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            self.assertEqual(server.terminate_and_wait(), 0, server.stderr_text())
+        finally:
+            if server is not None:
+                server.cleanup()
+            tmp.cleanup()
 
 
 class ModelVolumeTest(unittest.TestCase):
