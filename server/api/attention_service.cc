@@ -67,19 +67,6 @@ class AttendReactor final : public grpc::ServerUnaryReactor {
   InflightBudget::Reservation reservation_;
 };
 
-const char kDrainingMessage[] =
-    "server is shutting down; retry on another replica (the request was "
-    "not processed)";
-
-// A call that arrived after StopAccepting(): held until RejectParked().
-class ParkedStreamReactor final : public StreamReactor {
- public:
-  void Reject() {
-    Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, kDrainingMessage));
-  }
-  void OnDone() override { delete this; }
-};
-
 // AttendStream: reads requests one at a time, submits each, and writes the
 // answers strictly in arrival order with at most one write outstanding.
 //
@@ -263,19 +250,7 @@ class AttendStreamReactor final : public StreamReactor,
       }
       StartRead(&request_);
     }
-    if (finish) {
-      if (drained) {
-        Finish(grpc::Status(
-            grpc::StatusCode::UNAVAILABLE,
-            "server is draining: every request answered on this stream was "
-            "processed, the others were not read; resend them on a new "
-            "stream"));
-      } else {
-        Finish(clean ? grpc::Status::OK
-                     : grpc::Status(grpc::StatusCode::CANCELLED,
-                                    "stream cancelled or broken"));
-      }
-    }
+    if (finish) Finish(StreamEndStatus(drained, clean));
   }
 
   AttentionServiceImpl* const service_;
@@ -520,24 +495,22 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(
   return new AttendReactor(this, context, request, response);
 }
 
+grpc::Status StreamEndStatus(bool drained, bool clean) {
+  if (drained) {
+    return grpc::Status(
+        grpc::StatusCode::UNAVAILABLE,
+        "server is draining: every request answered on this stream was "
+        "processed, the others were not read; resend them on a new stream");
+  }
+  return clean ? grpc::Status::OK
+               : grpc::Status(grpc::StatusCode::CANCELLED,
+                              "stream cancelled or broken");
+}
+
 StreamReactor* AttentionServiceImpl::AttendStream(
     grpc::CallbackServerContext* context) {
-  absl::MutexLock lock(&drain_mu_);
-  if (!stopping_) {
-    ++accepted_running_;
-    auto* stream = new AttendStreamReactor(this, context);
-    streams_.insert(stream);
-    return stream;
-  }
-  auto* parked = new ParkedStreamReactor();
-  if (rejecting_) {
-    parked->Reject();
-  } else {
-    ++parked_total_;
-    last_park_ = absl::Now();
-    parked_.push_back([parked] { parked->Reject(); });
-  }
-  return parked;
+  return AdmitStream<v1::AttendRequest, v1::AttendStreamResponse>(
+      [this, context] { return new AttendStreamReactor(this, context); });
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::ListModels(

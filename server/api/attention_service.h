@@ -125,6 +125,13 @@ class AttentionServiceImpl final
   // For a unary call: true if it is accepted (counted until CallEnded());
   // false if it was parked or rejected on `context`'s default reactor.
   bool AdmitUnary(grpc::CallbackServerContext* context);
+  // For a bidi stream (AttendStream, KServe's ModelStreamInfer): if the call
+  // is accepted, the reactor `make()` returns (a Reactor that is also a
+  // DrainableStream: counted until CallEnded(it), told to Drain() by
+  // StopAccepting); otherwise a reactor that is parked, then finished
+  // UNAVAILABLE by RejectParked().
+  template <typename Request, typename Response, typename Make>
+  grpc::ServerBidiReactor<Request, Response>* AdmitStream(Make make);
 
   // How to turn an AttentionResult into an AttendResponse.
   struct ResponseSpec {
@@ -210,6 +217,51 @@ class AttentionServiceImpl final
   std::vector<std::function<void()>> parked_ ABSL_GUARDED_BY(drain_mu_);
   std::set<DrainableStream*> streams_ ABSL_GUARDED_BY(drain_mu_);
 };
+
+// The status of a call that arrived after StopAccepting().
+inline constexpr char kDrainingMessage[] =
+    "server is shutting down; retry on another replica (the request was "
+    "not processed)";
+
+// How a stream whose reads are over ends: UNAVAILABLE "server is draining"
+// when a drain stopped its reads (`drained`: the client had not
+// half-closed), else OK, or CANCELLED if it was cancelled or broken
+// (`clean` false).
+grpc::Status StreamEndStatus(bool drained, bool clean);
+
+namespace internal {
+// A stream that arrived after StopAccepting(): held until RejectParked().
+template <typename Request, typename Response>
+class ParkedBidiReactor final
+    : public grpc::ServerBidiReactor<Request, Response> {
+ public:
+  void Reject() {
+    this->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, kDrainingMessage));
+  }
+  void OnDone() override { delete this; }
+};
+}  // namespace internal
+
+template <typename Request, typename Response, typename Make>
+grpc::ServerBidiReactor<Request, Response>* AttentionServiceImpl::AdmitStream(
+    Make make) {
+  absl::MutexLock lock(&drain_mu_);
+  if (!stopping_) {
+    ++accepted_running_;
+    auto* stream = make();
+    streams_.insert(stream);
+    return stream;
+  }
+  auto* parked = new internal::ParkedBidiReactor<Request, Response>();
+  if (rejecting_) {
+    parked->Reject();
+  } else {
+    ++parked_total_;
+    last_park_ = absl::Now();
+    parked_.push_back([parked] { parked->Reject(); });
+  }
+  return parked;
+}
 
 }  // namespace attn::server
 

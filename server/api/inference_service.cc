@@ -64,18 +64,29 @@ class InferReactor final : public grpc::ServerUnaryReactor {
 
 // ModelStreamInfer: reads requests one at a time, starts each, and writes
 // the answers in completion order with at most one write outstanding.
+// Drain (as AttendStream): stops reading, answers what was read, then ends
+// OK if the client had half-closed, else UNAVAILABLE.
 //
-// Lifetime: Finish() is called exactly once, only when reads are done, no
-// request is still being computed and no write is outstanding; OnDone then
-// deletes the reactor.
-class StreamInferReactor final : public StreamReactor {
+// Lifetime: Finish() is called exactly once, only when reads are done (or
+// draining), no request is still being computed and no write is
+// outstanding; OnDone then deletes the reactor.
+class StreamInferReactor final : public StreamReactor,
+                                 public AttentionServiceImpl::DrainableStream {
  public:
-  StreamInferReactor(const AttentionServiceImpl& attention,
+  StreamInferReactor(AttentionServiceImpl* attention,
                      grpc::CallbackServerContext* context)
-      : attention_(attention),
+      : attention_(*attention),
         context_(context),
         cancelled_(std::make_shared<CancellationFlag>(false)) {
     StartRead(&request_);
+  }
+
+  void Drain() override {
+    {
+      absl::MutexLock lock(&mu_);
+      draining_ = true;
+    }
+    Advance();
   }
 
   void OnReadDone(bool ok) override {
@@ -83,12 +94,16 @@ class StreamInferReactor final : public StreamReactor {
       {
         absl::MutexLock lock(&mu_);
         reads_done_ = true;
+        if (!draining_) client_half_closed_ = true;
       }
       Advance();
       return;
     }
     {
       absl::MutexLock lock(&mu_);
+      // Finished while this read was in flight (drain): never processed,
+      // never answered; the client resends it.
+      if (finished_) return;
       ++in_flight_;
       ++unwritten_;
     }
@@ -114,12 +129,16 @@ class StreamInferReactor final : public StreamReactor {
     bool read_more;
     {
       absl::MutexLock lock(&mu_);
-      read_more = unwritten_ < kMaxOutstandingPerStream;
-      read_paused_ = !read_more;
+      read_more = !draining_ && unwritten_ < kMaxOutstandingPerStream;
+      read_paused_ = !read_more && !draining_;
     }
     // Last use of `this` on this path: nothing can finish the stream while a
-    // read is outstanding or paused (reads_done_ is false).
-    if (read_more) StartRead(&request_);
+    // read is outstanding or paused (reads_done_ is false) unless draining.
+    if (read_more) {
+      StartRead(&request_);
+    } else {
+      Advance();  // draining: may be the last answer
+    }
   }
 
   void OnWriteDone(bool ok) override {
@@ -137,7 +156,10 @@ class StreamInferReactor final : public StreamReactor {
   }
 
   void OnCancel() override { cancelled_->store(true); }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    attention_.CallEnded(this);  // admitted by ModelStreamInfer
+    delete this;
+  }
 
  private:
   static void SetError(const absl::Status& status, const std::string& id,
@@ -170,6 +192,7 @@ class StreamInferReactor final : public StreamReactor {
     bool start_read = false;
     bool finish = false;
     bool clean = true;
+    bool drained = false;
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
@@ -179,28 +202,28 @@ class StreamInferReactor final : public StreamReactor {
         writing_ = true;
         to_write = &current_;
       }
-      if (read_paused_ && !reads_done_ &&
+      if (read_paused_ && !reads_done_ && !draining_ &&
           (write_failed_ || unwritten_ < kMaxOutstandingPerStream)) {
         read_paused_ = false;
         start_read = true;
       }
-      if (!writing_ && !start_read && !read_paused_ && reads_done_ &&
-          in_flight_ == 0 && pending_.empty()) {
+      // Draining: a read may still be outstanding (the client sends
+      // nothing); finishing completes it with ok=false.
+      const bool reads_over = reads_done_ || draining_;
+      if (!writing_ && !start_read && (!read_paused_ || draining_) &&
+          reads_over && in_flight_ == 0 && pending_.empty()) {
         finished_ = true;
         finish = true;
         clean = !write_failed_ && !cancelled_->load();
+        drained = clean && !client_half_closed_;
       }
     }
     if (to_write != nullptr) StartWrite(to_write);
     if (start_read) StartRead(&request_);
-    if (finish) {
-      Finish(clean ? grpc::Status::OK
-                   : grpc::Status(grpc::StatusCode::CANCELLED,
-                                  "stream cancelled or broken"));
-    }
+    if (finish) Finish(StreamEndStatus(drained, clean));
   }
 
-  const AttentionServiceImpl& attention_;
+  AttentionServiceImpl& attention_;
   grpc::CallbackServerContext* const context_;
   const std::shared_ptr<CancellationFlag> cancelled_;
   // Written by gRPC between StartRead and OnReadDone only.
@@ -216,6 +239,8 @@ class StreamInferReactor final : public StreamReactor {
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool client_half_closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
@@ -312,7 +337,8 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelInfer(
 
 StreamReactor* InferenceServiceImpl::ModelStreamInfer(
     grpc::CallbackServerContext* context) {
-  return new StreamInferReactor(*attention_, context);
+  return attention_->AdmitStream<ModelInferRequest, ModelStreamInferResponse>(
+      [this, context] { return new StreamInferReactor(attention_, context); });
 }
 
 }  // namespace attn::server
