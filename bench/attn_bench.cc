@@ -58,7 +58,9 @@ struct BenchCase {
   bool causal = false;
   // Each sequence is a separate request, all through one ForwardBatch call.
   bool requests = false;
-  bool extra = false;  // only when --filter names it
+  bool extra = false;          // only when --filter names it
+  double rope_theta = 0.0;     // AttentionConfig::rope_theta
+  int64_t sliding_window = 0;  // AttentionConfig::sliding_window
 };
 
 std::vector<BenchCase> Cases() {
@@ -80,6 +82,12 @@ std::vector<BenchCase> Cases() {
                      true, false});
     cases.push_back({"long_d512_h8_s16384_causal_" + dt, bf16, 1, 16384, 512, 8,
                      true, false, true});
+    // Rotary embeddings, and a 512-key sliding window (extra: compare with
+    // long_d512_h8_s4096_causal_*).
+    cases.push_back({"long_d512_h8_s4096_causal_rope_" + dt, bf16, 1, 4096, 512,
+                     8, true, false, true, 10000.0, 0});
+    cases.push_back({"long_d512_h8_s4096_causal_rope_window512_" + dt, bf16, 1,
+                     4096, 512, 8, true, false, true, 10000.0, 512});
     // One 16-token request as the server's executor runs it: the kernel
     // time in bench/serving_tax.py (extra: it is a latency, not a rate).
     cases.push_back(
@@ -237,6 +245,8 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
   config.num_heads = bc.heads;
   config.compute_dtype =
       bc.bf16 ? ComputeDType::kBFloat16 : ComputeDType::kFloat32;
+  config.rope_theta = bc.rope_theta;
+  config.sliding_window = bc.sliding_window;
   auto mha = MultiHeadAttention::Create(config, std::move(weights));
   if (!mha.ok()) {
     std::fprintf(stderr, "%s: %s\n", bc.name.c_str(),
@@ -269,8 +279,12 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
 
   // FLOPs: projections, then unmasked Q.K^T and P.V work.
   const double proj = 2.0 * tokens * d * 3 * d + 2.0 * tokens * d * d;
-  const double pairs =
+  double pairs =
       bc.causal ? bc.seq * (bc.seq + 1) / 2.0 : double(bc.seq) * bc.seq;
+  if (bc.sliding_window > 0 && bc.sliding_window < bc.seq) {
+    const double w = double(bc.sliding_window);
+    pairs = w * (w + 1) / 2.0 + (bc.seq - w) * w;  // keys actually attended
+  }
   const double core = 2.0 * 2.0 * bc.batch * pairs * d;  // heads*hd = d
   const double gflops = (proj + core) / t / 1e9;
 
@@ -282,6 +296,8 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
             {"d_model", d},
             {"heads", bc.heads},
             {"causal", bc.causal},
+            {"rope_theta", bc.rope_theta},
+            {"sliding_window", bc.sliding_window},
             {"api", bc.requests ? "ForwardBatch" : "Forward"},
             {"requests", items},
             {"threads", threads},

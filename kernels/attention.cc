@@ -25,7 +25,9 @@
 #include "kernels/internal/linear.h"
 #include "kernels/internal/masking.h"
 #include "kernels/internal/paged_decode.h"
+#include "kernels/internal/rope.h"
 #include "kernels/internal/scratch_arena.h"
+#include "kernels/internal/sliding_window.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace attn::kernels {
@@ -108,9 +110,33 @@ absl::StatusOr<AttentionConfig> ResolveConfig(const AttentionConfig& in) {
       c.compute_dtype != ComputeDType::kBFloat16) {
     return absl::InvalidArgumentError("compute_dtype has an unknown value");
   }
-  if (c.rope_theta != 0.0 || c.sliding_window != 0) {
-    return absl::UnimplementedError(
-        "rope_theta and sliding_window are not implemented yet");
+  if (!std::isfinite(c.rope_theta) || c.rope_theta < 0.0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rope_theta must be finite and >= 0 (0 = no rotary embedding), got ",
+        c.rope_theta));
+  }
+  if (c.rope_style != AttentionConfig::RopeStyle::kHalf &&
+      c.rope_style != AttentionConfig::RopeStyle::kInterleaved) {
+    return absl::InvalidArgumentError("rope_style has an unknown value");
+  }
+  if (c.rope_theta == 0.0) {
+    if (c.rope_dims != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rope_dims is ", c.rope_dims,
+          " but rope_theta is 0 (no rotary embedding); set rope_theta"));
+    }
+  } else {
+    if (c.rope_dims == 0) c.rope_dims = c.head_dim;
+    if (c.rope_dims < 2 || c.rope_dims > c.head_dim || c.rope_dims % 2 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rope_dims must be even and in [2, head_dim = ", c.head_dim,
+          "] (0 = head_dim), got ", c.rope_dims));
+    }
+  }
+  if (c.sliding_window < 0 || c.sliding_window > kMaxDim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sliding_window must be in [0, ", kMaxDim,
+                     "] (0 = no window), got ", c.sliding_window));
   }
   return c;
 }
@@ -169,6 +195,23 @@ absl::Status CheckInput(const AttentionConfig& c, const AttentionInput& in,
     return absl::InvalidArgumentError(absl::StrCat(
         "key/value alias query (self-attention) so kv_len must equal q_len (",
         in.q_len, "), got kv_len ", in.kv_len));
+  }
+  if (c.rope_theta != 0.0 && (in.key != in.query || in.value != in.query)) {
+    return absl::InvalidArgumentError(
+        "this layer applies rotary position embeddings (rope_theta is set), "
+        "which need the positions of the keys: send self-attention only "
+        "(omit key and value; positions are 0..S-1), not cross-attention");
+  }
+  if (c.sliding_window > 0 && !in.causal) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "this layer has a sliding window (sliding_window = ", c.sliding_window,
+        "), which is defined for causal attention only: set causal"));
+  }
+  if (c.sliding_window > 0 && in.kv_len < in.q_len) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "this layer has a sliding window, which needs kv_len >= q_len, got "
+        "q_len ",
+        in.q_len, " and kv_len ", in.kv_len));
   }
   if (in.key_lengths != nullptr) {
     for (int64_t b = 0; b < in.batch; ++b) {
@@ -260,6 +303,15 @@ absl::Status CheckPaged(const AttentionConfig& c, const float* x,
   return absl::OkStatus();
 }
 
+// The dtype whose core the flash core runs. Sliding-window layers split
+// every sequence into windowed sequences, which the packing bf16 units
+// (AMX, vdpbf16ps) would each re-pack (memory O(S * window * head_dim)):
+// they run the fp32 core (AVX-512, else Highway), which reads short
+// sequences in place.
+ComputeDType FlashDtype(const AttentionConfig& c) {
+  return c.sliding_window > 0 ? ComputeDType::kFloat32 : c.compute_dtype;
+}
+
 // How one item of a Forward/ForwardBatch call maps onto the shared buffers.
 struct ItemPlan {
   bool self = false;      // key == value == query: fused QKV projection
@@ -288,7 +340,8 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
         o_proj_(std::move(o_proj)),
         core_(engine, config.num_heads, config.num_kv_heads, config.head_dim),
         flash_(config.num_heads, config.num_kv_heads, config.head_dim,
-               config.compute_dtype) {}
+               FlashDtype(config)),
+        rope_(config) {}
 
   std::string ImplementationSummary() const override {
     std::string projections = "fp32 (oneDNN)";
@@ -348,7 +401,8 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
     float* ctx = ScratchLayout::At<float>(base, ctx_at);
     // Q (scaled: the scale is folded into the fused weights), K, V.
     ATTN_RETURN_IF_ERROR(qkv_proj_->Forward(x, total, qkv));
-    internal::PagedDecode(qkv, seqs, pool, c.num_heads, ctx);
+    internal::PagedDecode(qkv, seqs, pool, c.num_heads, rope_, c.sliding_window,
+                          ctx);
     return o_proj_->Forward(ctx, total, out);
   }
 
@@ -396,7 +450,13 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
         cross_kv += p.kv_tokens;
         ++cross_items;
       }
-      if (outputs[i].weights == nullptr) flash_seqs += in.batch;
+      if (outputs[i].weights == nullptr) {
+        flash_seqs +=
+            SplitsWindow(in, outputs[i])
+                ? in.batch * internal::WindowSequenceCount(c.sliding_window,
+                                                           in.q_len, in.kv_len)
+                : in.batch;
+      }
     }
 
     // Scratch: gathered inputs (only when several items share a GEMM),
@@ -455,6 +515,20 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
         }
       }
       ATTN_RETURN_IF_ERROR(qkv_proj_->Forward(xs, self_rows, qkv));
+      // Rotary embedding of Q and K at positions 0 .. q_len - 1 of every
+      // sequence, while the GEMM's output is in cache (only self-attention
+      // items reach here on a RoPE layer: CheckInput).
+      if (rope_.enabled()) {
+        for (size_t i = 0; i < n; ++i) {
+          if (!plans[i].self) continue;
+          for (int64_t b = 0; b < inputs[i].batch; ++b) {
+            float* row =
+                qkv + (plans[i].src_row + b * inputs[i].q_len) * qkv_width;
+            rope_.RotateRows(row, c.num_heads, row + q_width, c.num_kv_heads,
+                             inputs[i].q_len, qkv_width, 0);
+          }
+        }
+      }
     }
     if (cross_items > 0) {
       const float *xq = nullptr, *xk = nullptr, *xv = nullptr;
@@ -490,10 +564,40 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
       ATTN_RETURN_IF_ERROR(v_proj_->Forward(xv, cross_kv, cv));
     }
 
-    // Attention core.
+    // Attention core. Sliding windows: items with an explicit mask or
+    // weights get the window baked into their mask; the others are split
+    // into windowed flash sequences (internal/sliding_window.h).
+    std::vector<AttentionInput> baked;
+    std::vector<std::vector<uint8_t>> baked_bool;
+    std::vector<std::vector<float>> baked_add;
+    std::vector<int64_t> baked_index(c.sliding_window > 0 ? n : 0, -1);
+    internal::WindowMasks window_masks(c.sliding_window);
+    if (c.sliding_window > 0) {
+      for (size_t i = 0; i < n; ++i) {
+        if (inputs[i].mask_kind != MaskKind::kNone ||
+            outputs[i].weights != nullptr) {
+          baked_index[i] = static_cast<int64_t>(baked.size());
+          baked.emplace_back();
+        }
+      }
+      baked_bool.resize(baked.size());
+      baked_add.resize(baked.size());
+      for (size_t i = 0; i < n; ++i) {
+        const int64_t bi = baked_index[i];
+        if (bi < 0) continue;
+        ATTN_RETURN_IF_ERROR(
+            internal::CallDnnl("allocating the sliding-window mask", [&] {
+              baked[bi] = internal::BakeWindowMask(
+                  c.sliding_window, inputs[i], &baked_bool[bi], &baked_add[bi]);
+              return absl::OkStatus();
+            }));
+      }
+    }
     int64_t num_seqs = 0;
     for (size_t i = 0; i < n; ++i) {
-      const AttentionInput& in = inputs[i];
+      const AttentionInput& in = c.sliding_window > 0 && baked_index[i] >= 0
+                                     ? baked[baked_index[i]]
+                                     : inputs[i];
       const ItemPlan& p = plans[i];
       const float* q =
           p.self ? qkv + p.src_row * qkv_width : cq + p.src_row * q_width;
@@ -516,9 +620,11 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
             item_ctx, outputs[i].weights, item_masked));
         continue;
       }
+      const bool split = SplitsWindow(in, outputs[i]);
       for (int64_t b = 0; b < in.batch; ++b) {
+        internal::FlashSequence whole;
         internal::FlashSequence& s =
-            *new (&seqs[num_seqs++]) internal::FlashSequence();
+            split ? whole : *new (&seqs[num_seqs++]) internal::FlashSequence();
         s.q = q + b * in.q_len * q_stride;
         s.k = k + b * in.kv_len * kv_stride;
         s.v = v + b * in.kv_len * kv_stride;
@@ -538,6 +644,15 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
                    (in.mask_per_batch ? b * in.q_len * in.kv_len : 0);
         }
         s.row_masked = item_masked + b * in.q_len;
+        if (split) {
+          const int64_t count = internal::WindowSequenceCount(
+              c.sliding_window, in.q_len, in.kv_len);
+          for (int64_t k = 0; k < count; ++k) {
+            new (&seqs[num_seqs + k]) internal::FlashSequence();
+          }
+          num_seqs += internal::SplitWindow(whole, c.sliding_window, q_width,
+                                            &window_masks, seqs + num_seqs);
+        }
       }
     }
     ATTN_RETURN_IF_ERROR(flash_.Forward(absl::MakeConstSpan(seqs, num_seqs)));
@@ -563,6 +678,14 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
     return absl::OkStatus();
   }
 
+  // Whether an item of a sliding-window layer goes to the flash core as
+  // windowed sequences (no explicit mask: the window is not baked).
+  bool SplitsWindow(const AttentionInput& in,
+                    const AttentionOutput& out) const {
+    return config_.sliding_window > 0 && in.mask_kind == MaskKind::kNone &&
+           out.weights == nullptr;
+  }
+
   const AttentionConfig config_;
   dnnl::engine engine_;
   const std::unique_ptr<Linear> qkv_proj_;  // self-attention, fused
@@ -572,6 +695,7 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
   const std::unique_ptr<Linear> o_proj_;
   const AttentionCore core_;         // materialising; when weights requested
   const internal::FlashCore flash_;  // tiled online softmax; otherwise
+  const internal::Rope rope_;        // disabled when rope_theta == 0
   mutable ScratchPool pool_;         // per-call buffers
 };
 

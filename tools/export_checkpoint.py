@@ -12,9 +12,18 @@ Command line (always run with /usr/bin/python3):
     export_checkpoint.py --out DIR --name NAME [--version 1] --d-model E
         --heads H [--kv-heads K] [--bias | --no-bias] [--seed S] [--causal]
         [--naming torch|llama|bert] [--dtype float32|bfloat16|float16]
-        [--prefix P]
+        [--prefix P] [--rope-theta T] [--rope-style half|interleaved]
+        [--rope-dims N] [--sliding-window W]
     export_checkpoint.py --out DIR --name NAME --heads H
         --state-dict FILE.pt [--state-dict-prefix P] [...]
+
+A Llama-style layer (GQA, rotary embeddings, Mistral's sliding window):
+    export_checkpoint.py --out DIR --name llama --d-model 4096 --heads 32
+        --kv-heads 8 --no-bias --naming llama --causal --rope-theta 10000
+        [--sliding-window 4096]
+The rotary and window settings go into config.json ("rope_theta",
+"rope_style", "rope_dims", "sliding_window"); the weights are as projected
+(the server rotates Q and K).
 
 --state-dict exports a trained layer: FILE.pt is torch.save() of an
 nn.MultiheadAttention's state_dict() (or of the module itself, or of a larger
@@ -192,9 +201,42 @@ def _named_tensors(w, naming, prefix):
     return t
 
 
+ROPE_STYLES = ("half", "interleaved")
+
+
+def rope_config(head_dim, causal, rope_theta=0.0, rope_style="half",
+                rope_dims=0, sliding_window=0):
+    """The config.json keys of rotary embeddings and sliding windows (only
+    those that differ from the defaults), checked as the server checks
+    them. Raises ValueError naming the setting."""
+    out = {}
+    if rope_theta < 0 or rope_theta != rope_theta:
+        raise ValueError(f"rope_theta must be >= 0 (0 = no RoPE), got {rope_theta}")
+    if rope_style not in ROPE_STYLES:
+        raise ValueError(f"rope_style must be one of {ROPE_STYLES}, got {rope_style!r}")
+    if rope_dims < 0 or rope_dims % 2 or rope_dims > head_dim:
+        raise ValueError(f"rope_dims must be even and in [0, head_dim = {head_dim}] "
+                         f"(0 = head_dim), got {rope_dims}")
+    if rope_dims and not rope_theta:
+        raise ValueError("rope_dims is set but rope_theta is 0 (no RoPE)")
+    if sliding_window < 0:
+        raise ValueError(f"sliding_window must be >= 0, got {sliding_window}")
+    if sliding_window and not causal:
+        raise ValueError("sliding_window needs a causal layer (--causal)")
+    if rope_theta:
+        out["rope_theta"] = float(rope_theta)
+        out["rope_style"] = rope_style
+        if rope_dims:
+            out["rope_dims"] = int(rope_dims)
+    if sliding_window:
+        out["sliding_window"] = int(sliding_window)
+    return out
+
+
 def export_module(module, out_dir, name, version=1, naming="torch",
                   dtype="float32", prefix="", causal=False, num_heads=None,
-                  config_extra=None):
+                  config_extra=None, rope_theta=0.0, rope_style="half",
+                  rope_dims=0, sliding_window=0):
     """Exports an attention layer; returns (config_path, checkpoint_path).
 
     module: an nn.MultiheadAttention (batch_first or not; packed or separate
@@ -204,6 +246,8 @@ def export_module(module, out_dir, name, version=1, naming="torch",
     naming: "torch" (nn.MultiheadAttention state_dict), "llama" or "bert".
     dtype: "float32", "bfloat16" or "float16" for the stored weights.
     config_extra: more config.json keys (e.g. {"compute_dtype": "bfloat16"}).
+    rope_theta, rope_style, rope_dims, sliding_window: the layer's rotary
+      embedding and sliding window (rope_config; 0 = none).
     """
     if naming not in NAMINGS:
         raise ValueError(f"naming must be one of {NAMINGS}, got {naming!r}")
@@ -220,6 +264,8 @@ def export_module(module, out_dir, name, version=1, naming="torch",
     if heads * head_dim != w["wq"].shape[1]:
         config["head_dim"] = int(head_dim)
     config["causal"] = bool(causal)
+    config.update(rope_config(head_dim, causal, rope_theta, rope_style,
+                              rope_dims, sliding_window))
     config.update(config_extra or {})
 
     model_dir = os.path.join(out_dir, name)
@@ -339,6 +385,15 @@ def main(argv=None):
     ap.add_argument("--dtype", choices=list(_DTYPE_NAMES), default="float32")
     ap.add_argument("--prefix", default="",
                     help="prefix of the tensor names written")
+    ap.add_argument("--rope-theta", type=float, default=0.0,
+                    help="rotary embedding base (Llama: 10000; 0 = none)")
+    ap.add_argument("--rope-style", choices=ROPE_STYLES, default="half",
+                    help="half: Hugging Face rotate_half; interleaved: GPT-J")
+    ap.add_argument("--rope-dims", type=int, default=0,
+                    help="rotated dimensions per head (0 = head_dim)")
+    ap.add_argument("--sliding-window", type=int, default=0,
+                    help="keys a query sees, itself included (0 = all); "
+                         "needs --causal")
     ap.add_argument("--state-dict", default=None,
                     help="torch.save()d state_dict (or module) to export "
                          "instead of a random layer")
@@ -357,7 +412,11 @@ def main(argv=None):
         paths = export_module(module, args.out, args.name, args.version,
                               naming=args.naming, dtype=args.dtype,
                               prefix=args.prefix, causal=args.causal,
-                              num_heads=args.heads)
+                              num_heads=args.heads,
+                              rope_theta=args.rope_theta,
+                              rope_style=args.rope_style,
+                              rope_dims=args.rope_dims,
+                              sliding_window=args.sliding_window)
     except ValueError as e:
         ap.error(str(e))
     for p in paths:

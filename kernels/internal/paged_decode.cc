@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/internal/flash_tiles.h"
+#include "kernels/internal/rope.h"
 
 namespace attn::kernels::internal {
 namespace {
@@ -38,7 +39,8 @@ inline const float* Row(const KvPool& pool, bool k, int64_t at, float* tmp) {
 }  // namespace
 
 void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
-                 const KvPool& pool, int64_t num_heads, float* ctx) {
+                 const KvPool& pool, int64_t num_heads, const Rope& rope,
+                 int64_t window, float* ctx) {
   const KvPoolLayout& l = pool.layout;
   const int64_t hd = l.head_dim, kvh = l.num_kv_heads, bt = l.block_tokens;
   const int64_t group = num_heads / kvh;
@@ -51,30 +53,41 @@ void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
   }
   const int64_t total = first.back();
 
-  // 1. K and V of the new tokens into their slots.
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < total; ++t) {
-    const size_t si =
-        std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1;
-    const PagedSequence& s = seqs[si];
-    const int64_t pos = s.start_position + (t - first[si]);
-    const float* row = qkv + t * qkv_width;
-    for (int64_t g = 0; g < kvh; ++g) {
-      const int64_t at = At(l, s.block_table[pos / bt], g, pos % bt);
-      const float* k = row + q_width + g * hd;
-      const float* v = row + q_width + kv_width + g * hd;
-      if (bf16) {
-        uint16_t* kd = static_cast<uint16_t*>(pool.k_base) + at;
-        uint16_t* vd = static_cast<uint16_t*>(pool.v_base) + at;
-        for (int64_t d = 0; d < hd; ++d) {
-          kd[d] = flash::ToBf16(k[d]);
-          vd[d] = flash::ToBf16(v[d]);
+  // 1. K (rotated at its absolute position) and V of the new tokens into
+  // their slots.
+#pragma omp parallel
+  {
+    std::vector<float> cs(static_cast<size_t>(2 * rope.half()));
+    std::vector<float> krot(static_cast<size_t>(hd));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < total; ++t) {
+      const size_t si =
+          std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1;
+      const PagedSequence& s = seqs[si];
+      const int64_t pos = s.start_position + (t - first[si]);
+      const float* row = qkv + t * qkv_width;
+      if (rope.enabled()) rope.Angles(pos, cs.data());
+      for (int64_t g = 0; g < kvh; ++g) {
+        const int64_t at = At(l, s.block_table[pos / bt], g, pos % bt);
+        const float* k = row + q_width + g * hd;
+        if (rope.enabled()) {
+          rope.RotateTo(cs.data(), k, krot.data());
+          k = krot.data();
         }
-      } else {
-        std::memcpy(static_cast<float*>(pool.k_base) + at, k,
-                    sizeof(float) * hd);
-        std::memcpy(static_cast<float*>(pool.v_base) + at, v,
-                    sizeof(float) * hd);
+        const float* v = row + q_width + kv_width + g * hd;
+        if (bf16) {
+          uint16_t* kd = static_cast<uint16_t*>(pool.k_base) + at;
+          uint16_t* vd = static_cast<uint16_t*>(pool.v_base) + at;
+          for (int64_t d = 0; d < hd; ++d) {
+            kd[d] = flash::ToBf16(k[d]);
+            vd[d] = flash::ToBf16(v[d]);
+          }
+        } else {
+          std::memcpy(static_cast<float*>(pool.k_base) + at, k,
+                      sizeof(float) * hd);
+          std::memcpy(static_cast<float*>(pool.v_base) + at, v,
+                      sizeof(float) * hd);
+        }
       }
     }
   }
@@ -87,6 +100,8 @@ void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
     std::vector<float> m(static_cast<size_t>(group)), sum(m.size());
     std::vector<float> score(m.size());
     std::vector<float> ktmp(static_cast<size_t>(hd)), vtmp(ktmp.size());
+    std::vector<float> cs(static_cast<size_t>(2 * rope.half()));
+    std::vector<float> qrot(rope.enabled() ? acc.size() : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       const int64_t t = u / kvh, g = u % kvh;
@@ -95,10 +110,19 @@ void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
       const PagedSequence& s = seqs[si];
       const int64_t pos = s.start_position + (t - first[si]);
       const float* q = qkv + t * qkv_width + g * group * hd;
+      if (rope.enabled()) {
+        rope.Angles(pos, cs.data());
+        for (int64_t h = 0; h < group; ++h) {
+          rope.RotateTo(cs.data(), q + h * hd, qrot.data() + h * hd);
+        }
+        q = qrot.data();
+      }
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
       std::fill(sum.begin(), sum.end(), 0.0f);
-      for (int64_t j = 0; j <= pos; ++j) {
+      const int64_t first_key =
+          window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+      for (int64_t j = first_key; j <= pos; ++j) {
         const int64_t at = At(l, s.block_table[j / bt], g, j % bt);
         const float* k = Row(pool, true, at, ktmp.data());
         const float* v = Row(pool, false, at, vtmp.data());

@@ -7,9 +7,10 @@
 // read once per group), with an online (running max / sum) softmax in fp32.
 // bf16 pools are rounded to nearest even when written and widened when read.
 //
-// A portable reference-quality decode core; kernels/internal/paged_core.*
-// (rope branch: key splits across threads, AVX2 units, RoPE, sliding
-// windows) replaces it.
+// Rotary embedding (rope.h): K is rotated at its absolute position while
+// it is written into the pool (cached keys are never rotated again), Q
+// while it is read. Sliding window: a query at position p reads only the
+// keys p - window < j <= p (older blocks stay in the pool, unread).
 //
 // Thread-safety: stateless free function; concurrent calls must not share
 // pool blocks. Internal: not part of the public API.
@@ -19,6 +20,7 @@
 #include <cstdint>
 
 #include "absl/types/span.h"
+#include "kernels/internal/rope.h"
 #include "kernels/paged_attention.h"
 
 namespace attn::kernels::internal {
@@ -27,8 +29,10 @@ namespace attn::kernels::internal {
 // `total` rows in `seqs` order; ctx: [total, num_heads*head_dim] output.
 // REQUIRES: sequences and pool validated (block tables long enough, ids in
 // range, layout matching num_kv_heads / head_dim).
+// `window` 0: no sliding window.
 void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
-                 const KvPool& pool, int64_t num_heads, float* ctx);
+                 const KvPool& pool, int64_t num_heads, const Rope& rope,
+                 int64_t window, float* ctx);
 
 }  // namespace attn::kernels::internal
 

@@ -140,6 +140,39 @@ absl::Status DecodeMask(const v1::AttendRequest& request, int64_t batch,
                            &job->additive_mask);
 }
 
+// Rotary embeddings need the keys' positions (self-attention only); a
+// sliding window is causal.
+absl::Status CheckPositional(const Model& model, bool has_key,
+                             const AttentionJob& job) {
+  const kernels::AttentionConfig& a = model.attention;
+  if (a.rope_theta != 0.0 && has_key) {
+    return Invalid(absl::StrCat(
+        "model '", model.name,
+        "' applies rotary position embeddings "
+        "(rope_theta = ",
+        a.rope_theta,
+        "), which need the keys' positions: "
+        "cross-attention (key/value) is not accepted; omit key and value "
+        "(self-attention over the query, positions 0..S-1) or use a "
+        "session (session_id) for decoding"));
+  }
+  if (a.sliding_window > 0 && !job.causal) {
+    return Invalid(absl::StrCat(
+        "model '", model.name,
+        "' has a sliding window (sliding_window = ", a.sliding_window,
+        "), which is defined for causal attention only; "
+        "omit causal or set it to true"));
+  }
+  if (a.sliding_window > 0 && job.kv_len < job.q_len) {
+    return Invalid(absl::StrCat("model '", model.name,
+                                "' has a sliding window, which needs the key "
+                                "sequence length (",
+                                job.kv_len, ") >= the query's (", job.q_len,
+                                ")"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ValidatedRequest> ValidateAttendRequest(
@@ -221,6 +254,7 @@ absl::StatusOr<ValidatedRequest> ValidateAttendRequest(
 
   job.causal = request.has_causal() ? request.causal() : model->config.causal;
   job.return_weights = request.return_attention_weights();
+  ATTN_RETURN_IF_ERROR(CheckPositional(*model, request.has_key(), job));
 
   // Response size: output, and weights when asked.
   const int64_t out_item = DataTypeSize(v.output_dtype);

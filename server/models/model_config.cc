@@ -61,19 +61,35 @@ class ObjectReader {
     return absl::OkStatus();
   }
 
-  // Finite number > 0.
-  absl::Status PositiveFloat(const char* key, float* out) {
+  // Finite number >= 0 (allow_zero) or > 0, at most `most`; left
+  // unchanged when absent.
+  absl::Status Number(const char* key, bool allow_zero, double most,
+                      double* out) {
     const Json* v = Get(key);
     if (v == nullptr) return absl::OkStatus();
     if (!v->is_number()) {
       return Error(key, absl::StrCat("must be a number, got ", Show(*v)));
     }
     const double value = v->get<double>();
-    if (!std::isfinite(value) || value <= 0 ||
-        value > std::numeric_limits<float>::max()) {
-      return Error(key,
-                   absl::StrCat("must be a finite number > 0, got ", Show(*v)));
+    if (!std::isfinite(value) || value < 0 || (value == 0 && !allow_zero) ||
+        value > most) {
+      return Error(
+          key, absl::StrCat("must be a finite number ",
+                            allow_zero ? ">= 0" : "> 0", ", got ", Show(*v)));
     }
+    *out = value;
+    return absl::OkStatus();
+  }
+
+  absl::Status NonNegativeNumber(const char* key, double* out) {
+    return Number(key, true, std::numeric_limits<double>::max(), out);
+  }
+
+  // Finite number > 0.
+  absl::Status PositiveFloat(const char* key, float* out) {
+    double value = *out;
+    ATTN_RETURN_IF_ERROR(
+        Number(key, false, std::numeric_limits<float>::max(), &value));
     *out = static_cast<float>(value);
     return absl::OkStatus();
   }
@@ -312,6 +328,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   ATTN_RETURN_IF_ERROR(r.PositiveFloat("scale", &config.scale));
   ATTN_RETURN_IF_ERROR(
       r.Int("max_sequence_length", 1, &config.max_sequence_length));
+  ATTN_RETURN_IF_ERROR(r.NonNegativeNumber("rope_theta", &config.rope_theta));
+  ATTN_RETURN_IF_ERROR(r.String("rope_style", &config.rope_style));
+  ATTN_RETURN_IF_ERROR(r.Int("rope_dims", 0, &config.rope_dims));
+  ATTN_RETURN_IF_ERROR(r.Int("sliding_window", 0, &config.sliding_window));
   absl::StatusOr<const Json*> batching = r.Object("batching");
   if (!batching.ok()) return batching.status();
   if (*batching != nullptr) {
@@ -338,7 +358,34 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   ATTN_RETURN_IF_ERROR(r.CheckNoUnknownKeys(
       "num_heads, num_kv_heads, head_dim, causal, compute_dtype, scale, "
       "max_sequence_length, batching, warmup, version_policy, kv_cache_dtype, "
-      "sessions"));
+      "sessions, rope_theta, rope_style, rope_dims, sliding_window"));
+  if (config.rope_style != "half" && config.rope_style != "interleaved") {
+    return r.Error("rope_style",
+                   absl::StrCat("must be \"half\" (Hugging Face rotate_half) "
+                                "or \"interleaved\" (GPT-J), got \"",
+                                config.rope_style, "\""));
+  }
+  if (config.rope_dims % 2 != 0) {
+    return r.Error("rope_dims",
+                   absl::StrCat("must be even (dimensions rotate in pairs; 0 "
+                                "= head_dim), got ",
+                                config.rope_dims));
+  }
+  if (config.rope_dims != 0 && config.rope_theta == 0.0) {
+    return r.Error("rope_dims",
+                   "is set but 'rope_theta' is 0 (no rotary "
+                   "embedding); set rope_theta (Llama: 10000)");
+  }
+  if (config.head_dim != 0 && config.rope_dims > config.head_dim) {
+    return r.Error("rope_dims", absl::StrCat("(", config.rope_dims,
+                                             ") must be <= head_dim (",
+                                             config.head_dim, ")"));
+  }
+  if (config.sliding_window > 0 && !config.causal) {
+    return r.Error("sliding_window",
+                   "needs a causal model: set \"causal\": true (a sliding "
+                   "window is defined for causal attention only)");
+  }
   if (config.kv_cache_dtype != "float32" &&
       config.kv_cache_dtype != "bfloat16") {
     return r.Error("kv_cache_dtype",
@@ -393,6 +440,17 @@ absl::StatusOr<kernels::AttentionConfig> ResolveAttentionConfig(
                   ? config.scale
                   : static_cast<float>(
                         1.0 / std::sqrt(static_cast<double>(out.head_dim)));
+  out.rope_theta = config.rope_theta;
+  out.rope_style = config.rope_style == "interleaved"
+                       ? kernels::AttentionConfig::RopeStyle::kInterleaved
+                       : kernels::AttentionConfig::RopeStyle::kHalf;
+  out.rope_dims = config.rope_dims;
+  if (out.rope_dims > out.head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("rope_dims (", out.rope_dims,
+                                                   ") must be <= head_dim (",
+                                                   out.head_dim, ")"));
+  }
+  out.sliding_window = config.sliding_window;
   if (config.compute_dtype == "float32") {
     out.compute_dtype = kernels::ComputeDType::kFloat32;
   } else if (config.compute_dtype == "bfloat16") {

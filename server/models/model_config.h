@@ -3,6 +3,7 @@
 // Example:
 //   {"num_heads": 8, "num_kv_heads": 2, "causal": false,
 //    "compute_dtype": "float32", "max_sequence_length": 4096,
+//    "rope_theta": 10000, "rope_style": "half", "sliding_window": 4096,
 //    "batching": {"max_batch_tokens": 4096, "max_queue_delay_us": 500},
 //    "warmup": [{"batch": 1, "seq": 16}, {"batch": 8, "seq": 128}],
 //    "version_policy": {"latest": 2}}
@@ -96,6 +97,13 @@ struct ModelConfig {
   std::string compute_dtype = "float32";  // "float32" | "bfloat16"
   float scale = 0.0f;                     // 0: 1/sqrt(head_dim)
   int64_t max_sequence_length = 8192;     // longest Sq or Sk accepted
+  // Rotary position embedding (kernels/attention.h): base theta, 0 = none.
+  double rope_theta = 0.0;
+  std::string rope_style = "half";  // "half" (rotate_half) | "interleaved"
+  int64_t rope_dims = 0;            // 0: head_dim; even, <= head_dim
+  // 0: none; else query i sees keys i - sliding_window < j <= i. Needs
+  // "causal": true.
+  int64_t sliding_window = 0;
   BatchingOptions batching;
   // Element type of the session KV cache: "float32" | "bfloat16" (halves
   // the cache's memory; K/V are rounded to bf16 when written).

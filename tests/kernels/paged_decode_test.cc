@@ -1,4 +1,6 @@
-// MultiHeadAttention::ForwardPaged against the same layer's Forward: a
+// MultiHeadAttention::ForwardPaged against the same layer's Forward (and
+// that against the naive reference), with and without rotary embeddings
+// and sliding windows: a
 // prefill and single-token steps over a pool whose blocks are scattered
 // (and shared with a second sequence in the same calls) give the last rows
 // of one causal self-attention over the whole prefix.
@@ -12,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "kernels/attention.h"
 #include "kernels/paged_attention.h"
+#include "tests/kernels/reference_attention.h"
 #include "tests/kernels/test_util.h"
 
 namespace attn::kernels {
@@ -21,6 +24,11 @@ struct PagedCase {
   int64_t heads;
   int64_t kv_heads;
   bool bf16;
+  // Rotary embedding and sliding window of the layer (0: none).
+  double rope_theta = 0.0;
+  AttentionConfig::RopeStyle rope_style = AttentionConfig::RopeStyle::kHalf;
+  int64_t rope_dims = 0;
+  int64_t window = 0;
 };
 
 class PagedDecodeTest : public ::testing::TestWithParam<PagedCase> {};
@@ -45,9 +53,14 @@ TEST_P(PagedDecodeTest, StepsMatchCausalForwardOverThePrefix) {
   config.d_model = 64;
   config.num_heads = p.heads;
   config.num_kv_heads = p.kv_heads;
+  config.rope_theta = p.rope_theta;
+  config.rope_style = p.rope_style;
+  config.rope_dims = p.rope_dims;
+  config.sliding_window = p.window;
   std::mt19937 rng(5);
-  auto mha = MultiHeadAttention::Create(
-      config, testing::RandomWeights(rng, config, /*with_bias=*/true));
+  const AttentionWeights weights =
+      testing::RandomWeights(rng, config, /*with_bias=*/true);
+  auto mha = MultiHeadAttention::Create(config, weights);
   ASSERT_TRUE(mha.ok()) << mha.status();
   const AttentionConfig& c = (*mha)->config();
   KvPoolLayout layout;
@@ -73,6 +86,20 @@ TEST_P(PagedDecodeTest, StepsMatchCausalForwardOverThePrefix) {
   const std::vector<float> ref_a = CausalForward(**mha, xa.data(), kTotal);
   const std::vector<float> ref_b = CausalForward(**mha, xb.data(), kTotal);
   const double tol = p.bf16 ? 3e-2 : 1e-4;
+  // The stateless answers themselves match the naive double reference
+  // (rotary positions 0 .. kTotal - 1, causal, window).
+  for (const std::vector<float>* x : {&xa, &xb}) {
+    AttentionInput in;
+    in.q_len = in.kv_len = kTotal;
+    in.query = in.key = in.value = x->data();
+    in.causal = true;
+    const std::vector<double> want =
+        reference::ReferenceAttention(c, weights, in).output;
+    const std::vector<float>& got = x == &xa ? ref_a : ref_b;
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 1e-4) << "element " << i;
+    }
+  }
   // Prefill a alone, then b's prefill together with a's steps, then steps.
   int64_t pos_a = 0, pos_b = 0;
   for (int call = 0; pos_a < kTotal || pos_b < kTotal; ++call) {
@@ -136,11 +163,21 @@ TEST(PagedDecodeValidationTest, BadTablesAreInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, PagedDecodeTest,
-                         ::testing::Values(PagedCase{4, 4, false},
-                                           PagedCase{8, 2, false},
-                                           PagedCase{8, 2, true},
-                                           PagedCase{4, 1, true}));
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, PagedDecodeTest,
+    ::testing::Values(
+        PagedCase{4, 4, false}, PagedCase{8, 2, false}, PagedCase{8, 2, true},
+        PagedCase{4, 1, true},
+        // RoPE half, GQA, window 5
+        PagedCase{8, 2, false, 10000.0, AttentionConfig::RopeStyle::kHalf, 0,
+                  5},
+        // RoPE interleaved, MHA
+        PagedCase{4, 4, false, 500.0, AttentionConfig::RopeStyle::kInterleaved},
+        // partial rotary, bf16 cache, window
+        PagedCase{4, 2, true, 10000.0, AttentionConfig::RopeStyle::kHalf, 8,
+                  11},
+        // window only
+        PagedCase{4, 1, false, 0.0, AttentionConfig::RopeStyle::kHalf, 0, 3}));
 
 }  // namespace
 }  // namespace attn::kernels

@@ -29,6 +29,33 @@ std::vector<double> Project(const float* x, int64_t tokens, int64_t in,
   return y;
 }
 
+// Rotary embedding in double, straight from the definition: the pair
+// (x_a, x_b) of frequency i is rotated by position * theta^(-2i / dims);
+// pairs are (i, i + dims/2) (rotate_half) or (2i, 2i + 1) (interleaved).
+void Rotate(const AttentionConfig& c, int64_t dh, int64_t heads, int64_t tokens,
+            int64_t seq, std::vector<double>* x) {
+  if (c.rope_theta == 0.0) return;
+  const int64_t dims = c.rope_dims == 0 ? dh : c.rope_dims;
+  const bool interleaved =
+      c.rope_style == AttentionConfig::RopeStyle::kInterleaved;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const double pos = static_cast<double>(t % seq);
+    for (int64_t h = 0; h < heads; ++h) {
+      double* row = x->data() + (t * heads + h) * dh;
+      for (int64_t i = 0; i < dims / 2; ++i) {
+        const double angle =
+            pos * std::pow(c.rope_theta, -2.0 * static_cast<double>(i) /
+                                             static_cast<double>(dims));
+        const int64_t a = interleaved ? 2 * i : i;
+        const int64_t b = interleaved ? 2 * i + 1 : i + dims / 2;
+        const double xa = row[a], xb = row[b];
+        row[a] = xa * std::cos(angle) - xb * std::sin(angle);
+        row[b] = xb * std::cos(angle) + xa * std::sin(angle);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 ReferenceResult ReferenceAttention(const AttentionConfig& config,
@@ -47,10 +74,12 @@ ReferenceResult ReferenceAttention(const AttentionConfig& config,
   const int64_t sk = input.kv_len;
   const int64_t heads_per_kv = heads / kv_heads;
 
-  const std::vector<double> q =
+  std::vector<double> q =
       Project(input.query, batch * sq, d, heads * dh, weights.wq, weights.bq);
-  const std::vector<double> k =
+  std::vector<double> k =
       Project(input.key, batch * sk, d, kv_heads * dh, weights.wk, weights.bk);
+  Rotate(config, dh, heads, batch * sq, sq, &q);
+  Rotate(config, dh, kv_heads, batch * sk, sk, &k);
   const std::vector<double> v = Project(input.value, batch * sk, d,
                                         kv_heads * dh, weights.wv, weights.bv);
 
@@ -67,6 +96,10 @@ ReferenceResult ReferenceAttention(const AttentionConfig& config,
         std::vector<bool> allowed(sk, true);
         for (int64_t j = 0; j < sk; ++j) {
           if (input.causal && j > i + (sk - sq)) allowed[j] = false;
+          if (config.sliding_window > 0 &&
+              j <= i + (sk - sq) - config.sliding_window) {
+            allowed[j] = false;
+          }
           if (input.key_lengths != nullptr && j >= input.key_lengths[b]) {
             allowed[j] = false;
           }

@@ -52,7 +52,10 @@ std::string Case::DebugString() const {
     << " mask=" << static_cast<int>(mask_kind)
     << " per_batch=" << mask_per_batch
     << " fully_masked_row=" << mask_fully_masked_row << " bias=" << with_bias
-    << " weights=" << return_weights << " seed=" << seed;
+    << " weights=" << return_weights << " rope_theta=" << config.rope_theta
+    << " rope_style=" << static_cast<int>(config.rope_style)
+    << " rope_dims=" << config.rope_dims << " window=" << config.sliding_window
+    << " seed=" << seed;
   return s.str();
 }
 

@@ -44,7 +44,15 @@ int Read(const std::string& checkpoint, const std::string& config_path) {
         {"num_heads", ckpt->config.num_heads},
         {"num_kv_heads", ckpt->config.num_kv_heads},
         {"head_dim", ckpt->config.head_dim},
-        {"scale", ckpt->config.scale}}},
+        {"scale", ckpt->config.scale},
+        {"rope_theta", ckpt->config.rope_theta},
+        {"rope_style",
+         ckpt->config.rope_style ==
+                 attn::kernels::AttentionConfig::RopeStyle::kInterleaved
+             ? "interleaved"
+             : "half"},
+        {"rope_dims", ckpt->config.rope_dims},
+        {"sliding_window", ckpt->config.sliding_window}}},
       {"weights",
        {{"wq", w.wq},
         {"wk", w.wk},

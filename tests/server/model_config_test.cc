@@ -187,6 +187,61 @@ TEST(ParseModelConfig, RejectsBadSessionKeys) {
               HasSubstr("'sessions.idle_timeout' is not a known key"));
 }
 
+TEST(ParseModelConfig, ReadsRopeAndWindowKeys) {
+  absl::StatusOr<ModelConfig> c = ParseModelConfig(
+      R"({"num_heads": 8, "causal": true, "rope_theta": 500000,
+          "rope_style": "interleaved", "rope_dims": 16,
+          "sliding_window": 4096})",
+      kPath);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_theta, 500000.0);
+  EXPECT_EQ(c->rope_style, "interleaved");
+  EXPECT_EQ(c->rope_dims, 16);
+  EXPECT_EQ(c->sliding_window, 4096);
+  absl::StatusOr<kernels::AttentionConfig> a = ResolveAttentionConfig(*c, 512);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->rope_theta, 500000.0);
+  EXPECT_EQ(a->rope_style, kernels::AttentionConfig::RopeStyle::kInterleaved);
+  EXPECT_EQ(a->rope_dims, 16);
+  EXPECT_EQ(a->sliding_window, 4096);
+  const ModelConfig defaults;
+  EXPECT_EQ(defaults.rope_theta, 0.0);
+  EXPECT_EQ(defaults.rope_style, "half");
+  EXPECT_EQ(defaults.rope_dims, 0);
+  EXPECT_EQ(defaults.sliding_window, 0);
+}
+
+TEST(ParseModelConfig, RejectsBadRopeAndWindowKeys) {
+  ExpectInvalid(R"({"num_heads": 2, "rope_theta": -1})",
+                {"'rope_theta' must be a finite number >= 0"});
+  ExpectInvalid(R"({"num_heads": 2, "rope_theta": "10000"})",
+                {"'rope_theta' must be a number"});
+  ExpectInvalid(
+      R"({"num_heads": 2, "rope_theta": 10000, "rope_style": "neox"})",
+      {"'rope_style' must be \"half\"", "neox"});
+  ExpectInvalid(R"({"num_heads": 2, "rope_theta": 10000, "rope_dims": 7})",
+                {"'rope_dims' must be even"});
+  ExpectInvalid(R"({"num_heads": 2, "rope_theta": 10000, "rope_dims": -2})",
+                {"'rope_dims' must be >= 0"});
+  ExpectInvalid(R"({"num_heads": 2, "rope_dims": 8})",
+                {"'rope_dims' is set but 'rope_theta' is 0"});
+  ExpectInvalid(
+      R"({"num_heads": 2, "head_dim": 8, "rope_theta": 1e4, "rope_dims": 16})",
+      {"'rope_dims' (16) must be <= head_dim (8)"});
+  ExpectInvalid(R"({"num_heads": 2, "causal": true, "sliding_window": -1})",
+                {"'sliding_window' must be >= 0"});
+  ExpectInvalid(R"({"num_heads": 2, "sliding_window": 64})",
+                {"'sliding_window' needs a causal model"});
+  // rope_dims past a head_dim known only from the checkpoint.
+  absl::StatusOr<ModelConfig> c = ParseModelConfig(
+      R"({"num_heads": 4, "rope_theta": 10000, "rope_dims": 96})", kPath);
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::StatusOr<kernels::AttentionConfig> a = ResolveAttentionConfig(*c, 256);
+  ASSERT_FALSE(a.ok());
+  EXPECT_THAT(std::string(a.status().message()),
+              HasSubstr("rope_dims (96) must be <= head_dim (64)"));
+}
+
 TEST(ParseModelConfig, RejectsBadComputeDType) {
   ExpectInvalid(R"({"num_heads": 8, "compute_dtype": "float16"})",
                 {"'compute_dtype'", "\"float16\"", "bfloat16"});

@@ -222,6 +222,42 @@ class CppRoundTrip(unittest.TestCase):
                 self.assertEqual(set(want), {k for k, v in
                                              got["weights"].items() if v})
 
+    def test_cli_writes_a_llama_layer_with_rope_and_window(self):
+        subprocess.run(
+            [sys.executable, EXPORTER, "--out", self.tmp, "--name", "llama",
+             "--d-model", "64", "--heads", "8", "--kv-heads", "2",
+             "--no-bias", "--naming", "llama", "--prefix",
+             "model.layers.0.self_attn.", "--causal", "--rope-theta",
+             "500000", "--rope-style", "interleaved", "--rope-dims", "4",
+             "--sliding-window", "128"], check=True, capture_output=True)
+        with open(os.path.join(self.tmp, "llama", "config.json")) as f:
+            config = json.load(f)
+        self.assertEqual(config["rope_theta"], 500000.0)
+        self.assertEqual(config["rope_style"], "interleaved")
+        self.assertEqual(config["rope_dims"], 4)
+        self.assertEqual(config["sliding_window"], 128)
+        self.assertEqual(config["num_kv_heads"], 2)
+        # The C++ loader reads the same settings.
+        got = self.cpp_read("llama")
+        self.assertEqual(got["naming"], "llama")
+        self.assertEqual(got["config"]["num_kv_heads"], 2)
+        self.assertEqual(got["config"]["rope_theta"], 500000.0)
+        self.assertEqual(got["config"]["rope_style"], "interleaved")
+        self.assertEqual(got["config"]["rope_dims"], 4)
+        self.assertEqual(got["config"]["sliding_window"], 128)
+        # Bad settings fail before anything is written.
+        for args, words in ((["--rope-theta", "1e4", "--rope-dims", "3"], "rope_dims"),
+                            (["--sliding-window", "8"], "--causal"),
+                            (["--rope-dims", "4"], "rope_theta")):
+            with self.subTest(args=args):
+                bad = subprocess.run(
+                    [sys.executable, EXPORTER, "--out", self.tmp, "--name",
+                     "bad", "--d-model", "64", "--heads", "8"] + args,
+                    capture_output=True, text=True)
+                self.assertNotEqual(bad.returncode, 0)
+                self.assertIn(words, bad.stderr)
+                self.assertFalse(os.path.exists(os.path.join(self.tmp, "bad")))
+
     def test_cpp_rejects_mismatched_config(self):
         module = ec.random_module(32, 4, None, seed=0)
         ec.export_module(module, self.tmp, "m", config_extra={"num_heads": 5})
