@@ -426,11 +426,13 @@ class LoadgenProtocolTest(LoadgenCase):
             self.assertEqual(doc["config"]["protocol"], protocol)
             step = doc["steps"][0]
             self.assertEqual((step["sent"], step["ok"]), (40, 40), (protocol, step))
-            # The window's 40, plus the requests outstanding when it closed
-            # (and the d_model lookup of attn.v1), at most a few per slot.
+            # The window's 40, plus the requests sent after it closed until
+            # the driver stopped (more on a loaded machine: the main thread
+            # notices the end later) and the d_model lookup of attn.v1. A
+            # request counted twice would make it at least 80.
             counted = self.protocol_count(label, "OK") - before
             self.assertGreaterEqual(counted, 40, protocol)
-            self.assertLessEqual(counted, 40 + 3 * 4, protocol)
+            self.assertLess(counted, 2 * 40, protocol)
 
     def test_unknown_model_is_not_found_over_each_protocol(self):
         for protocol in ("v2", "http", "http_json"):

@@ -227,14 +227,16 @@ class SoakTest(unittest.TestCase):
         self.assertGreater(seen["DEADLINE_EXCEEDED"], 0)
         # A call the client cancelled, or whose deadline passed, may still
         # have finished on the server first (then counted OK there); a call
-        # cancelled before its handler ran is not counted at all.
+        # cancelled, or past its deadline, before its handler ran is not
+        # counted at all (on a loaded machine many deadlines pass in the
+        # client's or the server's queues).
         racy = seen["CANCELLED"] + seen["DEADLINE_EXCEEDED"]
         self.assertGreaterEqual(server_counts["OK"], seen["OK"])
         self.assertLessEqual(server_counts["OK"], seen["OK"] + racy)
         total_seen = sum(seen.values())
         total_server = sum(server_counts.values())
         self.assertLessEqual(total_server, total_seen)
-        self.assertGreaterEqual(total_server, total_seen - seen["CANCELLED"])
+        self.assertGreaterEqual(total_server, total_seen - racy)
         unexplained = set(server_counts) - {"OK", "CANCELLED", "DEADLINE_EXCEEDED",
                                             "INVALID_ARGUMENT", "NOT_FOUND"}
         self.assertFalse(unexplained, server_counts)
