@@ -32,13 +32,17 @@ import server_harness as h
 LOADGEN = os.path.join(os.path.dirname(h.CLI), "loadgen", "attn_loadgen")
 MIB = 1 << 20
 # A wide layer: each call costs the executor far more than it costs gRPC to
-# receive or reject it (1 MiB of transport against ~2 GFLOP of compute), so a
-# rejection is cheap next to an admitted call, as with real models, and 10x
-# the saturation rate stays within what the load generator can send from the
-# same 2 cores. Saturation is measured at 16 in flight (within the budget).
-D_MODEL = 1024
+# receive or reject it (1 MiB of transport against ~8.6 GFLOP of
+# projections), so a rejection is cheap next to an admitted call, as with
+# real models, and 10x the saturation rate stays within what the load
+# generator can send from the same 2 cores. (With d_model 1024 x 256 tokens,
+# 2 GFLOP a call, an AVX-512 CPU computed so fast that 10x its rate was
+# ~450 MiB/s of requests: more than loopback gRPC carried on 2 shared cores,
+# and rejections queued for seconds in the transport.) Saturation is
+# measured at 16 in flight (within the budget).
+D_MODEL = 4096
 HEADS = 8
-SEQ = 256                 # 1 MiB per request, ~2 GFLOP of projections
+SEQ = 64                  # 1 MiB per request
 BUDGET = 128 * MIB        # the bound asserted on RSS
 OVERLOAD = 10             # offered rate / saturation throughput
 SATURATION_S = 3
