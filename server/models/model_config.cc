@@ -348,6 +348,11 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   if (*warmup != nullptr) {
     ATTN_RETURN_IF_ERROR(ParseWarmup(**warmup, path, config.max_sequence_length,
                                      &config.warmup));
+  } else {
+    // The default shapes never ask for more than the model accepts.
+    for (WarmupShape& shape : config.warmup) {
+      shape.seq = std::min(shape.seq, config.max_sequence_length);
+    }
   }
   absl::StatusOr<const Json*> policy = r.Object("version_policy");
   if (!policy.ok()) return policy.status();

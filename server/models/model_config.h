@@ -110,7 +110,8 @@ struct ModelConfig {
   std::string kv_cache_dtype = "float32";
   SessionOptions sessions;
   // Default (key absent): [{1, 16}, {1, 16, weights}], the shape of a small
-  // request on both the flash and the materialising core; [] turns it off.
+  // request on both the flash and the materialising core, with seq clamped to
+  // max_sequence_length; [] turns it off.
   std::vector<WarmupShape> warmup = {{1, 16, false}, {1, 16, true}};
   VersionPolicy version_policy;
 };

@@ -64,6 +64,19 @@ TEST(ParseModelConfig, KeepsDefaultsForMissingKeys) {
   EXPECT_EQ(c->batching.max_queue_size, defaults.batching.max_queue_size);
 }
 
+// The default warm-up shapes fit a model whose max_sequence_length is below
+// their seq (found by tests/fuzz/config_fuzzer).
+TEST(ParseModelConfig, DefaultWarmupFitsShortModels) {
+  auto c = ParseModelConfig(R"({"num_heads": 4, "max_sequence_length": 1})",
+                            "c.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_FALSE(c->warmup.empty());
+  for (const WarmupShape& w : c->warmup) EXPECT_EQ(w.seq, 1);
+  auto wide = ParseModelConfig(R"({"num_heads": 4})", "c.json");
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  EXPECT_EQ(wide->warmup.front().seq, WarmupShape{}.seq);
+}
+
 TEST(ParseModelConfig, VersionPolicy) {
   auto dflt = ParseModelConfig(R"({"num_heads": 2})", "c.json");
   ASSERT_TRUE(dflt.ok());
