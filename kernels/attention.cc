@@ -341,7 +341,8 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
         core_(engine, config.num_heads, config.num_kv_heads, config.head_dim),
         flash_(config.num_heads, config.num_kv_heads, config.head_dim,
                FlashDtype(config)),
-        rope_(config) {}
+        rope_(config),
+        decode_span_(internal::DecodeSpanFor(flash_.choice())) {}
 
   std::string ImplementationSummary() const override {
     std::string projections = "fp32 (oneDNN)";
@@ -402,7 +403,7 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
     // Q (scaled: the scale is folded into the fused weights), K, V.
     ATTN_RETURN_IF_ERROR(qkv_proj_->Forward(x, total, qkv));
     internal::PagedDecode(qkv, seqs, pool, c.num_heads, rope_, c.sliding_window,
-                          ctx);
+                          decode_span_, ctx);
     return o_proj_->Forward(ctx, total, out);
   }
 
@@ -696,7 +697,9 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
   const AttentionCore core_;         // materialising; when weights requested
   const internal::FlashCore flash_;  // tiled online softmax; otherwise
   const internal::Rope rope_;        // disabled when rope_theta == 0
-  mutable ScratchPool pool_;         // per-call buffers
+  // ForwardPaged's span: flash_'s vector ISA (null: scalar).
+  const internal::DecodeSpanFn decode_span_;
+  mutable ScratchPool pool_;  // per-call buffers
 };
 
 }  // namespace

@@ -15,7 +15,10 @@
 //   // on OK the sequence's cache holds 21 tokens (positions 0..20)
 //
 // Pool layout: for block b, K is at k_base + b * block_elements() elements,
-// laid out [num_kv_heads][block_tokens][head_dim]; V likewise at v_base.
+// laid out [num_kv_heads][head_dim][block_tokens] (transposed within the
+// block: the decode kernel's score loop then loads consecutive keys into
+// vector lanes, with no horizontal sums); V at v_base + b *
+// block_elements(), laid out [num_kv_heads][block_tokens][head_dim].
 // Token position p of a sequence lives in block block_table[p /
 // block_tokens], slot p % block_tokens. Elements are fp32 or bf16 (stored
 // as uint16_t, round-to-nearest-even from fp32; bf16 halves the cache).

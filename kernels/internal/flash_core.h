@@ -78,6 +78,7 @@ class FlashCore {
   // "amx_bf16", "avx512_bf16", "avx512", "hwy_avx2" (or another Highway
   // target) or "scalar": the kernels this object runs.
   const char* isa() const { return choice_.name.c_str(); }
+  const CoreChoice& choice() const { return choice_; }
 
  private:
   using Isa = CoreIsa;

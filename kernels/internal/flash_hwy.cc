@@ -3,15 +3,10 @@
 // with HWY_NAMESPACE set to each target's namespace (N_AVX2, N_NEON, ...);
 // the table of targets at the end is compiled once (HWY_ONCE).
 
-// Targets left out: SSSE3 (superseded by SSE4 on every x86-64 server) and
-// SVE/SVE2 (sizeless vector types: no arrays of accumulators).
-#ifndef HWY_DISABLED_TARGETS
-#define HWY_DISABLED_TARGETS \
-  (HWY_SSSE3 | HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
-#endif
-
 #include <algorithm>
 #include <cstring>
+
+#include "kernels/internal/hwy_targets.h"  // before foreach_target.h
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/internal/flash_hwy.cc"
@@ -19,6 +14,7 @@
 #include "hwy/highway.h"
 #include "kernels/internal/flash_hwy.h"
 #include "kernels/internal/flash_tiles.h"
+#include "kernels/internal/hwy_exp-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace attn::kernels::internal::flash {
@@ -44,28 +40,7 @@ constexpr int kR = 6;
 constexpr int kC = 4;  // 32 vector registers: 24 accumulators
 #endif
 
-// exp(x); lanes with x < -87 (including -inf) give exactly 0. The same
-// range reduction and degree-6 polynomial as the AVX-512 unit's Exp512.
-HWY_INLINE V Exp(D d, V x) {
-  const DI di;
-  const V lo = hn::Set(d, -87.0f);
-  const auto live = hn::Ge(x, lo);
-  x = hn::Min(hn::Max(x, lo), hn::Set(d, 88.0f));
-  const V n = hn::Round(hn::Mul(x, hn::Set(d, 1.44269504088896341f)));
-  V r = hn::NegMulAdd(n, hn::Set(d, 0.693359375f), x);
-  r = hn::NegMulAdd(n, hn::Set(d, -2.12194440e-4f), r);
-  V p = hn::Set(d, 1.0f / 720.0f);
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f / 120.0f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f / 24.0f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f / 6.0f));
-  p = hn::MulAdd(p, r, hn::Set(d, 0.5f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
-  // 2^n for n in [-126, 127]: the exponent field alone.
-  const auto e =
-      hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(di, n), hn::Set(di, 127)));
-  return hn::IfThenElseZero(live, hn::Mul(p, hn::BitCast(d, e)));
-}
+using internal::HWY_NAMESPACE::Exp;  // hwy_exp-inl.h
 
 // The first n (< kL) floats at p, the other lanes zero; never reads past
 // p + n (the last row of a projection buffer may end there).

@@ -1,11 +1,14 @@
 #include "kernels/internal/paged_decode.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
 
+#include "kernels/internal/flash_hwy.h"
 #include "kernels/internal/flash_tiles.h"
 #include "kernels/internal/rope.h"
 
@@ -19,28 +22,115 @@ inline float FromBf16(uint16_t b) {
   return f;
 }
 
-// Row `slot` of kv head `g` in block `block` (elements).
-inline int64_t At(const KvPoolLayout& l, int32_t block, int64_t g,
-                  int64_t slot) {
-  return block * l.block_elements() + (g * l.block_tokens + slot) * l.head_dim;
+// Element offset of kv head g's part of block `block`, in either half:
+// K [head_dim][block_tokens] (transposed), V [block_tokens][head_dim].
+inline int64_t HeadBlock(const KvPoolLayout& l, int32_t block, int64_t g) {
+  return block * l.block_elements() + g * l.block_tokens * l.head_dim;
 }
 
-// Widens one head_dim row of K or V to fp32 (copies only for bf16).
-inline const float* Row(const KvPool& pool, bool k, int64_t at, float* tmp) {
-  void* base = k ? pool.k_base : pool.v_base;
-  if (pool.layout.dtype == KvPoolLayout::Dtype::kF32) {
-    return static_cast<const float*>(base) + at;
+// A bf16 or fp32 pool element as fp32.
+template <typename T>
+float Widen(T x) {
+  if constexpr (sizeof(T) == 2) {
+    return FromBf16(x);
+  } else {
+    return x;
   }
-  const uint16_t* src = static_cast<const uint16_t*>(base) + at;
-  for (int64_t d = 0; d < pool.layout.head_dim; ++d) tmp[d] = FromBf16(src[d]);
-  return tmp;
 }
+
+// Token `slot`'s K (strided) and V (a row) of one kv head's block, widened
+// to fp32 into k and v.
+template <typename T>
+void ReadToken(const KvPool& pool, int64_t at, int64_t slot, float* k,
+               float* v) {
+  const KvPoolLayout& l = pool.layout;
+  const T* kt = static_cast<const T*>(pool.k_base) + at + slot;
+  const T* vr = static_cast<const T*>(pool.v_base) + at + slot * l.head_dim;
+  for (int64_t e = 0; e < l.head_dim; ++e) {
+    k[e] = Widen(kt[e * l.block_tokens]);
+    v[e] = Widen(vr[e]);
+  }
+}
+
+// Writes token `slot`'s K (strided) and V of one kv head's block.
+template <typename T>
+void WriteToken(const KvPool& pool, int64_t at, int64_t slot, const float* k,
+                const float* v) {
+  const KvPoolLayout& l = pool.layout;
+  T* kt = static_cast<T*>(pool.k_base) + at + slot;
+  T* vr = static_cast<T*>(pool.v_base) + at + slot * l.head_dim;
+  for (int64_t e = 0; e < l.head_dim; ++e) {
+    if constexpr (sizeof(T) == 2) {
+      kt[e * l.block_tokens] = flash::ToBf16(k[e]);
+      vr[e] = flash::ToBf16(v[e]);
+    } else {
+      kt[e * l.block_tokens] = k[e];
+      vr[e] = v[e];
+    }
+  }
+}
+
+// The scalar span: one key at a time, the same contract as the Highway one.
+void ScalarSpan(const KvPool& pool, const DecodeSpan& sp,
+                const DecodePartial& out) {
+  const KvPoolLayout& l = pool.layout;
+  const int64_t hd = l.head_dim, bt = l.block_tokens;
+  float* ktmp = out.scratch;  // scratch holds >= 2 * hd floats (see below)
+  float* vtmp = out.scratch + hd;
+  std::fill(out.m, out.m + sp.group, -std::numeric_limits<float>::infinity());
+  std::fill(out.l, out.l + sp.group, 0.0f);
+  std::fill(out.acc, out.acc + sp.group * hd, 0.0f);
+  for (int64_t j = sp.first; j < sp.last; ++j) {
+    const int64_t at = HeadBlock(l, sp.block_table[j / bt], sp.kv_head);
+    if (l.dtype == KvPoolLayout::Dtype::kBf16) {
+      ReadToken<uint16_t>(pool, at, j % bt, ktmp, vtmp);
+    } else {
+      ReadToken<float>(pool, at, j % bt, ktmp, vtmp);
+    }
+    const float* k = ktmp;
+    const float* v = vtmp;
+    for (int64_t h = 0; h < sp.group; ++h) {
+      const float* qh = sp.q + h * hd;
+      float dot = 0.0f;
+      for (int64_t d = 0; d < hd; ++d) dot += qh[d] * k[d];
+      float* a = out.acc + h * hd;
+      if (dot > out.m[h]) {
+        const float c = std::exp(out.m[h] - dot);  // exp(-inf) = 0 at first
+        out.l[h] *= c;
+        for (int64_t d = 0; d < hd; ++d) a[d] *= c;
+        out.m[h] = dot;
+      }
+      const float p = std::exp(dot - out.m[h]);
+      out.l[h] += p;
+      for (int64_t d = 0; d < hd; ++d) a[d] += p * v[d];
+    }
+  }
+}
+
+// One span of work: token t's kv head g over keys [first, last). part < 0:
+// the pair's only span, normalised straight into ctx; else its index in
+// the partial-results buffer.
+struct Unit {
+  int64_t t;
+  int64_t g;
+  int64_t first;
+  int64_t last;
+  int64_t part;
+};
+
+// A (token, kv head) pair split into `count` spans, partials part0 ... .
+struct Merge {
+  int64_t t;
+  int64_t g;
+  int64_t part0;
+  int64_t count;
+};
 
 }  // namespace
 
 void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
                  const KvPool& pool, int64_t num_heads, const Rope& rope,
-                 int64_t window, float* ctx) {
+                 int64_t window, DecodeSpanFn span, float* ctx) {
   const KvPoolLayout& l = pool.layout;
   const int64_t hd = l.head_dim, kvh = l.num_kv_heads, bt = l.block_tokens;
   const int64_t group = num_heads / kvh;
@@ -68,7 +158,7 @@ void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
       const float* row = qkv + t * qkv_width;
       if (rope.enabled()) rope.Angles(pos, cs.data());
       for (int64_t g = 0; g < kvh; ++g) {
-        const int64_t at = At(l, s.block_table[pos / bt], g, pos % bt);
+        const int64_t at = HeadBlock(l, s.block_table[pos / bt], g);
         const float* k = row + q_width + g * hd;
         if (rope.enabled()) {
           rope.RotateTo(cs.data(), k, krot.data());
@@ -76,79 +166,115 @@ void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
         }
         const float* v = row + q_width + kv_width + g * hd;
         if (bf16) {
-          uint16_t* kd = static_cast<uint16_t*>(pool.k_base) + at;
-          uint16_t* vd = static_cast<uint16_t*>(pool.v_base) + at;
-          for (int64_t d = 0; d < hd; ++d) {
-            kd[d] = flash::ToBf16(k[d]);
-            vd[d] = flash::ToBf16(v[d]);
-          }
+          WriteToken<uint16_t>(pool, at, pos % bt, k, v);
         } else {
-          std::memcpy(static_cast<float*>(pool.k_base) + at, k,
-                      sizeof(float) * hd);
-          std::memcpy(static_cast<float*>(pool.v_base) + at, v,
-                      sizeof(float) * hd);
+          WriteToken<float>(pool, at, pos % bt, k, v);
         }
       }
     }
   }
 
-  // 2. Attention: one unit per (new token, kv head), all its query heads.
-  const int64_t units = total * kvh;
+  // 2. Attention, in spans (see the header).
+  const int threads = std::max(1, omp_get_max_threads());
+  const int64_t pairs = total * kvh;
+  const int64_t want_splits =
+      pairs >= 4 * threads ? 1 : (4 * threads + pairs - 1) / pairs;
+  std::vector<Unit> units;
+  std::vector<Merge> merges;
+  units.reserve(static_cast<size_t>(pairs));
+  int64_t parts = 0;
+  for (int64_t t = 0; t < total; ++t) {
+    const size_t si =
+        std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1;
+    const int64_t pos = seqs[si].start_position + (t - first[si]);
+    const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+    const int64_t n = pos + 1 - lo;
+    int64_t splits = std::clamp<int64_t>(n / kMinSpanKeys, 1, want_splits);
+    // Whole blocks per span (the last one takes the rest).
+    const int64_t len = ((n + splits - 1) / splits + bt - 1) / bt * bt;
+    splits = (n + len - 1) / len;
+    for (int64_t g = 0; g < kvh; ++g) {
+      if (splits > 1) merges.push_back({t, g, parts, splits});
+      for (int64_t c = 0; c < splits; ++c) {
+        units.push_back({t, g, lo + c * len,
+                         std::min(pos + 1, lo + (c + 1) * len),
+                         splits > 1 ? parts++ : -1});
+      }
+    }
+  }
+  const int64_t part_floats = group * (hd + 2);  // m, l, acc
+  std::vector<float> partials(static_cast<size_t>(parts * part_floats));
+  const DecodeSpanFn run = span != nullptr ? span : &ScalarSpan;
+  const int64_t scratch_floats =
+      std::max(DecodeScratchFloats(group, l), 2 * hd);
 #pragma omp parallel
   {
-    std::vector<float> acc(static_cast<size_t>(group * hd));
-    std::vector<float> m(static_cast<size_t>(group)), sum(m.size());
-    std::vector<float> score(m.size());
-    std::vector<float> ktmp(static_cast<size_t>(hd)), vtmp(ktmp.size());
+    std::vector<float> own(static_cast<size_t>(part_floats));
+    std::vector<float> scratch(static_cast<size_t>(scratch_floats));
     std::vector<float> cs(static_cast<size_t>(2 * rope.half()));
-    std::vector<float> qrot(rope.enabled() ? acc.size() : 0);
+    std::vector<float> qrot(rope.enabled() ? static_cast<size_t>(group * hd)
+                                           : 0);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t u = 0; u < units; ++u) {
-      const int64_t t = u / kvh, g = u % kvh;
+    for (size_t u = 0; u < units.size(); ++u) {
+      const Unit& w = units[u];
       const size_t si =
-          std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1;
+          std::upper_bound(first.begin(), first.end(), w.t) - first.begin() - 1;
       const PagedSequence& s = seqs[si];
-      const int64_t pos = s.start_position + (t - first[si]);
-      const float* q = qkv + t * qkv_width + g * group * hd;
+      const float* q = qkv + w.t * qkv_width + w.g * group * hd;
       if (rope.enabled()) {
-        rope.Angles(pos, cs.data());
+        rope.Angles(s.start_position + (w.t - first[si]), cs.data());
         for (int64_t h = 0; h < group; ++h) {
           rope.RotateTo(cs.data(), q + h * hd, qrot.data() + h * hd);
         }
         q = qrot.data();
       }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
-      std::fill(sum.begin(), sum.end(), 0.0f);
-      const int64_t first_key =
-          window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
-      for (int64_t j = first_key; j <= pos; ++j) {
-        const int64_t at = At(l, s.block_table[j / bt], g, j % bt);
-        const float* k = Row(pool, true, at, ktmp.data());
-        const float* v = Row(pool, false, at, vtmp.data());
+      float* p =
+          w.part < 0 ? own.data() : partials.data() + w.part * part_floats;
+      const DecodePartial out{p, p + group, p + 2 * group, scratch.data()};
+      run(pool, {q, group, s.block_table, w.g, w.first, w.last}, out);
+      if (w.part < 0) {
+        float* o = ctx + w.t * q_width + w.g * group * hd;
         for (int64_t h = 0; h < group; ++h) {
-          const float* qh = q + h * hd;
-          float dot = 0.0f;
-          for (int64_t d = 0; d < hd; ++d) dot += qh[d] * k[d];
-          float* a = acc.data() + h * hd;
-          if (dot > m[h]) {
-            const float c = std::exp(m[h] - dot);  // exp(-inf) = 0 at first
-            sum[h] *= c;
-            for (int64_t d = 0; d < hd; ++d) a[d] *= c;
-            m[h] = dot;
-          }
-          const float p = std::exp(dot - m[h]);
-          sum[h] += p;
-          for (int64_t d = 0; d < hd; ++d) a[d] += p * v[d];
+          const float inv = 1.0f / out.l[h];
+          for (int64_t d = 0; d < hd; ++d)
+            o[h * hd + d] = out.acc[h * hd + d] * inv;
         }
       }
-      float* out = ctx + t * q_width + g * group * hd;
+    }
+    // Merge split pairs: rescale each part to the common max.
+#pragma omp for schedule(static)
+    for (size_t i = 0; i < merges.size(); ++i) {
+      const Merge& mg = merges[i];
+      float* o = ctx + mg.t * q_width + mg.g * group * hd;
       for (int64_t h = 0; h < group; ++h) {
-        const float inv = 1.0f / sum[h];
-        for (int64_t d = 0; d < hd; ++d)
-          out[h * hd + d] = acc[h * hd + d] * inv;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t c = 0; c < mg.count; ++c) {
+          mx = std::max(mx, partials[(mg.part0 + c) * part_floats + h]);
+        }
+        float sum = 0.0f;
+        std::fill(o + h * hd, o + (h + 1) * hd, 0.0f);
+        for (int64_t c = 0; c < mg.count; ++c) {
+          const float* p = partials.data() + (mg.part0 + c) * part_floats;
+          const float f = std::exp(p[h] - mx);
+          sum += p[group + h] * f;
+          const float* a = p + 2 * group + h * hd;
+          for (int64_t d = 0; d < hd; ++d) o[h * hd + d] += a[d] * f;
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t d = 0; d < hd; ++d) o[h * hd + d] *= inv;
       }
     }
+  }
+}
+
+DecodeSpanFn DecodeSpanFor(const CoreChoice& core) {
+  switch (core.isa) {
+    case CoreIsa::kScalar:
+      return nullptr;
+    case CoreIsa::kHwy:
+      return HwyDecodeSpan(core.hwy->target);
+    default:
+      return BestHwyDecodeSpan();
   }
 }
 

@@ -8,9 +8,9 @@
 //
 // The budget (--kv_cache_bytes) is reserved as ONE allocation at start-up and
 // cut into equal pages; a page holds one block of kBlockTokens tokens of one
-// session: its K block [num_kv_heads][kBlockTokens][head_dim] in the K half
-// of the pool and its V block, same shape, at the same offset in the V half
-// (the layout kernels/paged_attention.h reads), in the model's
+// session: its K block (num_kv_heads x kBlockTokens x head_dim elements) in
+// the K half of the pool and its V block, same size, at the same offset in
+// the V half (laid out as kernels/paged_attention.h says), in the model's
 // kv_cache_dtype. The page size fits the blocks of every model served at
 // start-up (their least common multiple, unless that is more than 8 times
 // the largest), so pages of every model are interchangeable: long and short

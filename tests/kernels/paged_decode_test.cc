@@ -4,15 +4,21 @@
 // prefill and single-token steps over a pool whose blocks are scattered
 // (and shared with a second sequence in the same calls) give the last rows
 // of one causal self-attention over the whole prefix.
+#include <omp.h>
+#include <stdlib.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <ostream>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/attention.h"
+#include "kernels/kernel_isa.h"
 #include "kernels/paged_attention.h"
 #include "tests/kernels/reference_attention.h"
 #include "tests/kernels/test_util.h"
@@ -47,6 +53,31 @@ std::vector<float> CausalForward(const MultiHeadAttention& mha, const float* x,
   return out;
 }
 
+// A zeroed pool of `blocks` blocks that owns its memory.
+class TestPool {
+ public:
+  TestPool(int block_tokens, int64_t kv_heads, int64_t head_dim, bool bf16,
+           int64_t blocks) {
+    KvPoolLayout layout;
+    layout.block_tokens = block_tokens;
+    layout.num_kv_heads = static_cast<int>(kv_heads);
+    layout.head_dim = static_cast<int>(head_dim);
+    layout.dtype =
+        bf16 ? KvPoolLayout::Dtype::kBf16 : KvPoolLayout::Dtype::kF32;
+    k_.resize(static_cast<size_t>(blocks * layout.block_elements() *
+                                  layout.element_bytes()));
+    v_.resize(k_.size());
+    pool_ = KvPool{layout, k_.data(), v_.data(), blocks};
+  }
+  TestPool(const TestPool&) = delete;
+  TestPool& operator=(const TestPool&) = delete;
+  const KvPool& pool() const { return pool_; }
+
+ private:
+  std::vector<uint8_t> k_, v_;
+  KvPool pool_;
+};
+
 TEST_P(PagedDecodeTest, StepsMatchCausalForwardOverThePrefix) {
   const PagedCase& p = GetParam();
   AttentionConfig config;
@@ -63,17 +94,9 @@ TEST_P(PagedDecodeTest, StepsMatchCausalForwardOverThePrefix) {
   auto mha = MultiHeadAttention::Create(config, weights);
   ASSERT_TRUE(mha.ok()) << mha.status();
   const AttentionConfig& c = (*mha)->config();
-  KvPoolLayout layout;
-  layout.block_tokens = 4;
-  layout.num_kv_heads = static_cast<int>(c.num_kv_heads);
-  layout.head_dim = static_cast<int>(c.head_dim);
-  layout.dtype =
-      p.bf16 ? KvPoolLayout::Dtype::kBf16 : KvPoolLayout::Dtype::kF32;
   constexpr int64_t kBlocks = 24, kPrefill = 9, kTotal = 17;
-  std::vector<uint8_t> k(kBlocks * layout.block_elements() *
-                         layout.element_bytes());
-  std::vector<uint8_t> v(k.size());
-  KvPool pool{layout, k.data(), v.data(), kBlocks};
+  const TestPool storage(4, c.num_kv_heads, c.head_dim, p.bf16, kBlocks);
+  const KvPool& pool = storage.pool();
   // Two sequences, blocks interleaved and out of order.
   std::vector<int32_t> ids(kBlocks);
   std::iota(ids.begin(), ids.end(), 0);
@@ -132,6 +155,86 @@ TEST_P(PagedDecodeTest, StepsMatchCausalForwardOverThePrefix) {
     pos_b += nb;
   }
 }
+
+// A long sequence on few kv heads: with 4 threads each (token, kv head)
+// pair's keys are split into spans on different threads and merged
+// (kMinSpanKeys), with head_dim 20 (not a multiple of the vector length:
+// scalar tails) and every kernel path this CPU runs (the Highway span of
+// each target, the scalar span). Each must match the layer's stateless
+// causal Forward over the whole prefix.
+struct LongCase {
+  std::string isa;
+  bool bf16;
+  int64_t window;
+};
+
+void PrintTo(const LongCase& c, std::ostream* os) {
+  *os << c.isa << (c.bf16 ? " bf16 cache" : " fp32 cache") << " window "
+      << c.window;
+}
+
+class PagedDecodeLongTest : public ::testing::TestWithParam<LongCase> {};
+
+TEST_P(PagedDecodeLongTest, SplitSpansMatchCausalForward) {
+  const LongCase& p = GetParam();
+  AttentionConfig config;
+  config.d_model = 80;  // 4 heads of 20
+  config.num_heads = 4;
+  config.num_kv_heads = 2;
+  config.rope_theta = 10000.0;
+  config.sliding_window = p.window;
+  std::mt19937 rng(11);
+  const AttentionWeights weights =
+      testing::RandomWeights(rng, config, /*with_bias=*/true);
+  ASSERT_EQ(setenv("ATTN_KERNEL_ISA", p.isa.c_str(), 1), 0);
+  auto mha = MultiHeadAttention::Create(config, weights);
+  unsetenv("ATTN_KERNEL_ISA");
+  ASSERT_TRUE(mha.ok()) << mha.status();
+  constexpr int64_t kPrefill = 700, kTotal = 705, kBlocks = 50;
+  const TestPool storage(16, 2, 20, p.bf16, kBlocks);
+  const KvPool& pool = storage.pool();
+  std::vector<int32_t> table(kBlocks);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  const int64_t d = config.d_model;
+  const std::vector<float> x = testing::RandomVector(rng, kTotal * d, 1.0);
+  const std::vector<float> ref = CausalForward(**mha, x.data(), kTotal);
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(4);
+  const double tol = p.bf16 ? 3e-2 : 1e-4;
+  for (int64_t pos = 0; pos < kTotal;) {
+    const int64_t n = pos == 0 ? kPrefill : 1;
+    const PagedSequence seq{pos, n, table.data(), kBlocks};
+    std::vector<float> out(static_cast<size_t>(n * d));
+    ASSERT_TRUE(
+        (*mha)->ForwardPaged(x.data() + pos * d, {seq}, pool, out.data()).ok());
+    // The prefill's last rows and every step.
+    for (int64_t i = std::max<int64_t>(0, n - 3) * d; i < n * d; ++i) {
+      ASSERT_NEAR(out[i], ref[pos * d + i], tol)
+          << p.isa << " position " << pos + i / d;
+    }
+    pos += n;
+  }
+  omp_set_num_threads(saved_threads);
+}
+
+std::vector<LongCase> LongCases() {
+  std::vector<LongCase> cases;
+  for (const std::string& isa : SupportedKernelIsas()) {
+    cases.push_back({isa, false, 0});
+    cases.push_back({isa, true, 0});
+    cases.push_back({isa, false, 600});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryIsa, PagedDecodeLongTest,
+                         ::testing::ValuesIn(LongCases()),
+                         [](const ::testing::TestParamInfo<LongCase>& info) {
+                           return info.param.isa +
+                                  (info.param.bf16 ? "_bf16" : "_f32") +
+                                  (info.param.window > 0 ? "_window" : "");
+                         });
 
 TEST(PagedDecodeValidationTest, BadTablesAreInvalidArgument) {
   AttentionConfig config;

@@ -1,0 +1,65 @@
+// The vector unit of the paged decode kernel (paged_decode.h), written once
+// with Google Highway (paged_decode_hwy.cc) and compiled for the same
+// targets as the flash core's Highway unit (flash_hwy.h): AVX-512, AVX2+FMA
+// and SSE4 on x86-64, NEON on aarch64, EMU128.
+//
+// A span is the work of one query token for one kv head over a contiguous
+// range of its sequence's key positions: the dot products of the group's
+// query heads with each key block (every K and V row is read once for all
+// the heads of the group: GQA), an online softmax per block, and the
+// weighted sum of the V rows. It returns the unnormalised partial result
+// (running max, sum of exponentials, weighted V sum), so that the caller
+// can split a long sequence's keys over threads and merge the parts.
+//
+// Internal: not part of the public API. Thread-safety: the table is
+// immutable after static initialisation; spans are reentrant and write
+// only their outputs and scratch.
+#ifndef ATTNSERVE_KERNELS_INTERNAL_PAGED_DECODE_HWY_H_
+#define ATTNSERVE_KERNELS_INTERNAL_PAGED_DECODE_HWY_H_
+
+#include <cstdint>
+
+#include "kernels/paged_attention.h"
+
+namespace attn::kernels::internal {
+
+// The inputs of one span. q: `group` query rows of head_dim floats (scaled
+// and rotated), the heads of kv head `kv_head`; keys [first, last) of the
+// sequence whose blocks are `block_table` (last > first).
+struct DecodeSpan {
+  const float* q;
+  int64_t group;
+  const int32_t* block_table;
+  int64_t kv_head;
+  int64_t first;
+  int64_t last;
+};
+
+// The partial result of a span: m[group] the running max of the scores,
+// l[group] the sum of exp(score - m), acc[group][head_dim] the sum of
+// exp(score - m) * V. scratch: at least DecodeScratchFloats(group, layout)
+// floats.
+struct DecodePartial {
+  float* m;
+  float* l;
+  float* acc;
+  float* scratch;
+};
+
+inline int64_t DecodeScratchFloats(int64_t group, const KvPoolLayout& l) {
+  return group * ((l.block_tokens + 15) / 16 * 16);
+}
+
+using DecodeSpanFn = void (*)(const KvPool& pool, const DecodeSpan& span,
+                              const DecodePartial& out);
+
+// The span of Highway target `hwy_target` (Highway's bit, as in
+// flash::HwyTarget::target); null if that target is not compiled in.
+DecodeSpanFn HwyDecodeSpan(int64_t hwy_target);
+
+// The best compiled target this CPU runs (EMU128 at worst).
+DecodeSpanFn BestHwyDecodeSpan();
+
+}  // namespace attn::kernels::internal
+
+#endif  // ATTNSERVE_KERNELS_INTERNAL_PAGED_DECODE_HWY_H_
