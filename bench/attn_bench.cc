@@ -15,7 +15,9 @@
 // ("roofline_dtype": "f32"). --list_isas prints the ATTN_KERNEL_ISA paths
 // this CPU runs, --list_known_isas every path on any CPU.
 // Cases marked "extra" (the 16k-token memory case, the single 16-token
-// request) run only when --filter names them. Times are medians over repeated
+// request, the decode cases of bench/decode_cases.h: one decode step of 64
+// sessions over a paged KV cache against a streaming-read memory roofline)
+// run only when --filter names them. Times are medians over repeated
 // calls; each case and its roofline are timed in alternating rounds, so that
 // the machine's drift cancels in the efficiency.
 #include <omp.h>
@@ -34,6 +36,8 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_timing.h"
+#include "bench/decode_cases.h"
 #include "kernels/attention.h"
 #include "kernels/kernel_isa.h"
 #include "nlohmann/json.hpp"
@@ -96,10 +100,6 @@ std::vector<BenchCase> Cases() {
   return cases;
 }
 
-double Seconds(std::chrono::steady_clock::duration d) {
-  return std::chrono::duration<double>(d).count();
-}
-
 std::vector<float> Random(std::mt19937& rng, size_t n, double stddev) {
   std::normal_distribution<float> dist(0.0f, static_cast<float>(stddev));
   std::vector<float> v(n);
@@ -119,38 +119,6 @@ AttentionWeights RandomWeights(std::mt19937& rng, int64_t d) {
   w.bv = Random(rng, d, 0.1);
   w.bo = Random(rng, d, 0.1);
   return w;
-}
-
-// Median seconds per call of `a` and of `b`, timed in alternating rounds:
-// each round runs one untimed warm-up call of `a`, then times `a` for
-// min_time / kRounds seconds (at least one call), then does the same for
-// `b`. Each function runs with warm caches, and slow drifts of the machine
-// (other tenants, clock frequency) shift both medians alike, so they cancel
-// in the ratio.
-std::pair<double, double> TimeMediansInterleaved(const std::function<void()>& a,
-                                                 const std::function<void()>& b,
-                                                 double min_time) {
-  constexpr int kRounds = 5;
-  std::vector<double> ta, tb;
-  auto round = [min_time](const std::function<void()>& fn,
-                          std::vector<double>& times) {
-    fn();
-    const auto start = std::chrono::steady_clock::now();
-    do {
-      const auto t0 = std::chrono::steady_clock::now();
-      fn();
-      times.push_back(Seconds(std::chrono::steady_clock::now() - t0));
-    } while (Seconds(std::chrono::steady_clock::now() - start) <
-                 min_time / kRounds &&
-             times.size() < 1000);
-  };
-  for (int r = 0; r < kRounds; ++r) {
-    round(a, ta);
-    round(b, tb);
-  }
-  std::sort(ta.begin(), ta.end());
-  std::sort(tb.begin(), tb.end());
-  return {ta[ta.size() / 2], tb[tb.size() / 2]};
 }
 
 // The roofline: the best oneDNN matmul [m, k] x [k, n], weights packed
@@ -274,7 +242,9 @@ Result RunCase(const BenchCase& bc, int threads, double min_time) {
     }
   };
   const Roofline roof = MakeRoofline(tokens, d, 3 * d, bc.bf16);
-  const auto [t, t_roof] = TimeMediansInterleaved(run, roof.run, min_time);
+  const std::vector<double> medians =
+      attn::bench::TimeMediansInterleaved({run, roof.run}, min_time);
+  const double t = medians[0], t_roof = medians[1];
   const double roof_gflops = roof.flop / t_roof / 1e9;
 
   // FLOPs: projections, then unmasked Q.K^T and P.V work.
@@ -377,16 +347,18 @@ int main(int argc, char** argv) {
 
   nlohmann::json all = nlohmann::json::array();
   std::map<std::string, Result> fp32_results;  // by name without dtype
-  if (!json && !list) {
-    std::printf("%-40s %9s %9s %9s %6s %12s\n", "case", "ms", "GFLOP/s",
-                "roofline", "eff", "tokens/s");
-  }
+  bool header = false;
   for (const BenchCase& bc : Cases()) {
     if (!std::regex_search(bc.name, re)) continue;
     if (bc.extra && filter.empty()) continue;
     if (list) {
       std::printf("%s\n", bc.name.c_str());
       continue;
+    }
+    if (!json && !header) {
+      std::printf("%-40s %9s %9s %9s %6s %12s\n", "case", "ms", "GFLOP/s",
+                  "roofline", "eff", "tokens/s");
+      header = true;
     }
     Result r = RunCase(bc, threads, min_time);
     const std::string base = bc.name.substr(0, bc.name.size() - 5);
@@ -418,6 +390,23 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
     all.push_back(r.json);
+  }
+  // Decode cases (bench/decode_cases.h): extra, only when --filter names
+  // them (e.g. --filter decode).
+  bool decode_header = false;
+  for (const attn::bench::DecodeCase& dc : attn::bench::DecodeCases()) {
+    if (filter.empty() || !std::regex_search(dc.name, re)) continue;
+    if (list) {
+      std::printf("%s\n", dc.name.c_str());
+      continue;
+    }
+    nlohmann::json r = attn::bench::RunDecodeCase(dc, min_time);
+    if (!json) {
+      if (!decode_header) attn::bench::PrintDecodeHeader();
+      decode_header = true;
+      attn::bench::PrintDecodeRow(r);
+    }
+    all.push_back(r);
   }
   if (json) std::printf("%s\n", all.dump(2).c_str());
   return 0;
