@@ -75,44 +75,46 @@ void ScalarSpan(const KvPool& pool, const DecodeSpan& sp,
                 const DecodePartial& out) {
   const KvPoolLayout& l = pool.layout;
   const int64_t hd = l.head_dim, bt = l.block_tokens;
-  float* ktmp = out.scratch;  // scratch holds >= 2 * hd floats (see below)
-  float* vtmp = out.scratch + hd;
-  std::fill(out.m, out.m + sp.group, -std::numeric_limits<float>::infinity());
-  std::fill(out.l, out.l + sp.group, 0.0f);
-  std::fill(out.acc, out.acc + sp.group * hd, 0.0f);
+  const int64_t rows = sp.num_kv * sp.group;
+  float* k = out.scratch;  // scratch holds >= 2 * hd floats (see below)
+  float* v = out.scratch + hd;
+  std::fill(out.m, out.m + rows, -std::numeric_limits<float>::infinity());
+  std::fill(out.l, out.l + rows, 0.0f);
+  std::fill(out.acc, out.acc + rows * hd, 0.0f);
   for (int64_t j = sp.first; j < sp.last; ++j) {
-    const int64_t at = HeadBlock(l, sp.block_table[j / bt], sp.kv_head);
-    if (l.dtype == KvPoolLayout::Dtype::kBf16) {
-      ReadToken<uint16_t>(pool, at, j % bt, ktmp, vtmp);
-    } else {
-      ReadToken<float>(pool, at, j % bt, ktmp, vtmp);
-    }
-    const float* k = ktmp;
-    const float* v = vtmp;
-    for (int64_t h = 0; h < sp.group; ++h) {
-      const float* qh = sp.q + h * hd;
-      float dot = 0.0f;
-      for (int64_t d = 0; d < hd; ++d) dot += qh[d] * k[d];
-      float* a = out.acc + h * hd;
-      if (dot > out.m[h]) {
-        const float c = std::exp(out.m[h] - dot);  // exp(-inf) = 0 at first
-        out.l[h] *= c;
-        for (int64_t d = 0; d < hd; ++d) a[d] *= c;
-        out.m[h] = dot;
+    for (int64_t g = 0; g < sp.num_kv; ++g) {
+      const int64_t at = HeadBlock(l, sp.block_table[j / bt], sp.kv_head + g);
+      if (l.dtype == KvPoolLayout::Dtype::kBf16) {
+        ReadToken<uint16_t>(pool, at, j % bt, k, v);
+      } else {
+        ReadToken<float>(pool, at, j % bt, k, v);
       }
-      const float p = std::exp(dot - out.m[h]);
-      out.l[h] += p;
-      for (int64_t d = 0; d < hd; ++d) a[d] += p * v[d];
+      for (int64_t h = g * sp.group; h < (g + 1) * sp.group; ++h) {
+        const float* qh = sp.q + h * hd;
+        float dot = 0.0f;
+        for (int64_t d = 0; d < hd; ++d) dot += qh[d] * k[d];
+        float* a = out.acc + h * hd;
+        if (dot > out.m[h]) {
+          const float c = std::exp(out.m[h] - dot);  // exp(-inf) = 0 at first
+          out.l[h] *= c;
+          for (int64_t d = 0; d < hd; ++d) a[d] *= c;
+          out.m[h] = dot;
+        }
+        const float p = std::exp(dot - out.m[h]);
+        out.l[h] += p;
+        for (int64_t d = 0; d < hd; ++d) a[d] += p * v[d];
+      }
     }
   }
 }
 
-// One span of work: token t's kv head g over keys [first, last). part < 0:
-// the pair's only span, normalised straight into ctx; else its index in
-// the partial-results buffer.
+// One span of work: token t's kv heads g .. g + nkv - 1 over keys
+// [first, last). part < 0: the only span of its (token, kv heads), normalised
+// straight into ctx; else its index in the partial-results buffer.
 struct Unit {
   int64_t t;
   int64_t g;
+  int64_t nkv;
   int64_t first;
   int64_t last;
   int64_t part;
@@ -174,11 +176,15 @@ void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
     }
   }
 
-  // 2. Attention, in spans (see the header).
+  // 2. Attention, in spans (see the header). With enough tokens for every
+  // thread, a span covers all kv heads of its token (each block is then
+  // read as two contiguous runs, its K and its V half); with fewer, one kv
+  // head, and long key ranges are split.
   const int threads = std::max(1, omp_get_max_threads());
   const int64_t pairs = total * kvh;
   const int64_t want_splits =
       pairs >= 4 * threads ? 1 : (4 * threads + pairs - 1) / pairs;
+  const int64_t width = total >= 4 * threads ? kvh : 1;  // kv heads per span
   std::vector<Unit> units;
   std::vector<Merge> merges;
   units.reserve(static_cast<size_t>(pairs));
@@ -193,27 +199,30 @@ void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
     // Whole blocks per span (the last one takes the rest).
     const int64_t len = ((n + splits - 1) / splits + bt - 1) / bt * bt;
     splits = (n + len - 1) / len;
-    for (int64_t g = 0; g < kvh; ++g) {
+    for (int64_t g = 0; g < kvh; g += width) {
       if (splits > 1) merges.push_back({t, g, parts, splits});
       for (int64_t c = 0; c < splits; ++c) {
-        units.push_back({t, g, lo + c * len,
+        units.push_back({t, g, width, lo + c * len,
                          std::min(pos + 1, lo + (c + 1) * len),
                          splits > 1 ? parts++ : -1});
       }
     }
   }
-  const int64_t part_floats = group * (hd + 2);  // m, l, acc
+  // m, l, acc of one split part (one kv head's group); `own` holds a whole
+  // span's (width kv heads).
+  const int64_t part_floats = group * (hd + 2);
+  const int64_t own_floats = width * part_floats;
   std::vector<float> partials(static_cast<size_t>(parts * part_floats));
   const DecodeSpanFn run = span != nullptr ? span : &ScalarSpan;
   const int64_t scratch_floats =
       std::max(DecodeScratchFloats(group, l), 2 * hd);
 #pragma omp parallel
   {
-    std::vector<float> own(static_cast<size_t>(part_floats));
+    std::vector<float> own(static_cast<size_t>(own_floats));
     std::vector<float> scratch(static_cast<size_t>(scratch_floats));
     std::vector<float> cs(static_cast<size_t>(2 * rope.half()));
-    std::vector<float> qrot(rope.enabled() ? static_cast<size_t>(group * hd)
-                                           : 0);
+    std::vector<float> qrot(
+        rope.enabled() ? static_cast<size_t>(width * group * hd) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (size_t u = 0; u < units.size(); ++u) {
       const Unit& w = units[u];
@@ -221,20 +230,21 @@ void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
           std::upper_bound(first.begin(), first.end(), w.t) - first.begin() - 1;
       const PagedSequence& s = seqs[si];
       const float* q = qkv + w.t * qkv_width + w.g * group * hd;
+      const int64_t rows = w.nkv * group;  // query heads of the span
       if (rope.enabled()) {
         rope.Angles(s.start_position + (w.t - first[si]), cs.data());
-        for (int64_t h = 0; h < group; ++h) {
+        for (int64_t h = 0; h < rows; ++h) {
           rope.RotateTo(cs.data(), q + h * hd, qrot.data() + h * hd);
         }
         q = qrot.data();
       }
       float* p =
           w.part < 0 ? own.data() : partials.data() + w.part * part_floats;
-      const DecodePartial out{p, p + group, p + 2 * group, scratch.data()};
-      run(pool, {q, group, s.block_table, w.g, w.first, w.last}, out);
+      const DecodePartial out{p, p + rows, p + 2 * rows, scratch.data()};
+      run(pool, {q, group, s.block_table, w.g, w.nkv, w.first, w.last}, out);
       if (w.part < 0) {
         float* o = ctx + w.t * q_width + w.g * group * hd;
-        for (int64_t h = 0; h < group; ++h) {
+        for (int64_t h = 0; h < rows; ++h) {
           const float inv = 1.0f / out.l[h];
           for (int64_t d = 0; d < hd; ++d)
             o[h * hd + d] = out.acc[h * hd + d] * inv;

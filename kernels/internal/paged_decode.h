@@ -3,14 +3,17 @@
 // slots, then attends every new query causally over its sequence's blocks,
 // read in place (never copied).
 //
-// Work is cut into spans (paged_decode_hwy.h): one new token, one kv head,
+// Work is cut into spans (paged_decode_hwy.h): one new token, its kv heads,
 // a contiguous range of key positions. Each span computes all the query
-// heads of its kv head's group from one pass over the range's blocks (GQA:
+// heads of each kv head's group from one pass over the range's blocks (GQA:
 // every K/V block is read once per group), with an online (running max /
-// sum) softmax in fp32. When the call has fewer (token, kv head) pairs than
-// about four per thread (a few long sequences), each pair's keys are split
-// into spans of at least kMinSpanKeys keys, run on different threads, and
-// their partial (max, sum, weighted V) results merged. bf16 pools are
+// sum) softmax in fp32. A call with at least four tokens per thread runs one
+// span per token over all kv heads, so that each block is read as two
+// contiguous runs (its K and V halves). With fewer tokens a span has one kv
+// head, and when there are fewer (token, kv head) pairs than about four per
+// thread (a few long sequences), each pair's keys are split into spans of
+// at least kMinSpanKeys keys, run on different threads, and their partial
+// (max, sum, weighted V) results merged. bf16 pools are
 // rounded to nearest even when written and widened when read.
 //
 // Rotary embedding (rope.h): K is rotated at its absolute position while

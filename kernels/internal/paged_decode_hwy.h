@@ -3,10 +3,10 @@
 // targets as the flash core's Highway unit (flash_hwy.h): AVX-512, AVX2+FMA
 // and SSE4 on x86-64, NEON on aarch64, EMU128.
 //
-// A span is the work of one query token for one kv head over a contiguous
-// range of its sequence's key positions: the dot products of the group's
-// query heads with each key block (every K and V row is read once for all
-// the heads of the group: GQA), an online softmax per block, and the
+// A span is the work of one query token for one or more kv heads over a
+// contiguous range of its sequence's key positions: the dot products of the
+// group's query heads with each key block (every K and V row is read once for
+// all the heads of the group: GQA), an online softmax per block, and the
 // weighted sum of the V rows. It returns the unnormalised partial result
 // (running max, sum of exponentials, weighted V sum), so that the caller
 // can split a long sequence's keys over threads and merge the parts.
@@ -23,22 +23,26 @@
 
 namespace attn::kernels::internal {
 
-// The inputs of one span. q: `group` query rows of head_dim floats (scaled
-// and rotated), the heads of kv head `kv_head`; keys [first, last) of the
-// sequence whose blocks are `block_table` (last > first).
+// The inputs of one span. q: num_kv * group query rows of head_dim floats
+// (scaled and rotated), the heads of kv heads kv_head .. kv_head + num_kv - 1
+// (group rows each); keys [first, last) of the sequence whose blocks are
+// `block_table` (last > first). Several kv heads per span read each block's
+// K (and V) half as one contiguous run of num_kv * head_dim * block_tokens
+// elements instead of pieces of it.
 struct DecodeSpan {
   const float* q;
   int64_t group;
   const int32_t* block_table;
   int64_t kv_head;
+  int64_t num_kv;
   int64_t first;
   int64_t last;
 };
 
-// The partial result of a span: m[group] the running max of the scores,
-// l[group] the sum of exp(score - m), acc[group][head_dim] the sum of
-// exp(score - m) * V. scratch: at least DecodeScratchFloats(group, layout)
-// floats.
+// The partial result of a span, for its R = num_kv * group query heads:
+// m[R] the running max of the scores, l[R] the sum of exp(score - m),
+// acc[R][head_dim] the sum of exp(score - m) * V. scratch: at least
+// DecodeScratchFloats(group, layout) floats.
 struct DecodePartial {
   float* m;
   float* l;
@@ -46,8 +50,12 @@ struct DecodePartial {
   float* scratch;
 };
 
+// Floats per query head's row of scores for one block (whole vectors).
+inline int64_t DecodeScoreStride(const KvPoolLayout& l) {
+  return (l.block_tokens + 15) / 16 * 16;
+}
 inline int64_t DecodeScratchFloats(int64_t group, const KvPoolLayout& l) {
-  return group * ((l.block_tokens + 15) / 16 * 16);
+  return group * DecodeScoreStride(l);
 }
 
 using DecodeSpanFn = void (*)(const KvPool& pool, const DecodeSpan& span,
