@@ -43,10 +43,12 @@ def main():
     sys.path[:0] = [os.path.join(ROOT, "tests", "integration"), os.path.join(a.build, "python")]
     import server_harness as h  # noqa: E402 (needs the environment above)
 
-    threads = ["--threads", str(a.threads)] if a.threads > 0 else []
+    # attn_bench takes "--flag value"; attn_server takes "--flag=value".
+    bench_threads = ["--threads", str(a.threads)] if a.threads > 0 else []
+    server_threads = [f"--threads={a.threads}"] if a.threads > 0 else []
     bench = subprocess.run(
         [os.path.join(a.build, "bench", "attn_bench"), "--json", "--min_time", "2",
-         "--filter", f"decode_.*_{a.cache}cache", *threads],
+         "--filter", f"decode_.*_{a.cache}cache", *bench_threads],
         capture_output=True, text=True, check=True)
     kernel = json.loads(bench.stdout)[0]
     if "error" in kernel:
@@ -71,8 +73,7 @@ def main():
         cache_bytes = int(a.sessions * (a.context + 4096) * 4 * 128 * 2 * elem * 1.25)
         metrics_port = h.free_port()
         server = h.ServerProcess(repo, [f"--kv_cache_bytes={cache_bytes}",
-                                        f"--metrics_port={metrics_port}",
-                                        *([f"--threads={a.threads}"] if a.threads > 0 else [])])
+                                        f"--metrics_port={metrics_port}", *server_threads])
         target = server.start()
         try:
             load = subprocess.run(
