@@ -14,7 +14,9 @@
 # Writes PREFIX.json and PREFIX.md (default bench/results/isa_matrix).
 # --filter is attn_bench's (default: none, i.e. every case but the "extra"
 # ones, the 16k-token memory case and the single 16-token request, which
-# run only when a filter names them). --isas limits the paths timed (default: all this CPU runs, per cap).
+# run only when a filter names them). --isas limits the paths timed
+# (default: "default", the path chosen with ATTN_KERNEL_ISA unset, then
+# every path this CPU runs, per cap).
 # --max_cpu_isas: the ONEDNN_MAX_CPU_ISA values to run under; "default"
 # means the environment as it is. Default: "default", plus "AVX2" on
 # AVX-512 CPUs (what an AVX2-only CPU such as AMD EPYC Rome/Milan gets).
@@ -74,6 +76,14 @@ known="$("$bench" --list_known_isas | tr '\n' ' ')"
 for cap in $caps; do
   mkdir -p "$tmp/$cap"
   runnable=" $(with_cap "$cap" "$bench" --list_isas | tr '\n' ' ') "
+  # "default": ATTN_KERNEL_ISA unset, what a server on this CPU runs (for
+  # bf16 layers on AVX512-BF16 CPUs, the calibrated vdpbf16ps/fp32 split).
+  if [ -z "$isas" ] || [[ " $isas " == *" default "* ]]; then
+    echo "isa_matrix: ONEDNN_MAX_CPU_ISA=$cap, ATTN_KERNEL_ISA unset" >&2
+    with_cap "$cap" env -u ATTN_KERNEL_ISA "$bench" --json \
+      ${filter:+--filter "$filter"} --threads "$threads" \
+      --min_time "$min_time" >"$tmp/$cap/default.json"
+  fi
   for isa in $known; do
     if [[ "$runnable" == *" $isa "* ]]; then
       if [ -n "$isas" ] && [[ " $isas " != *" $isa "* ]]; then continue; fi
@@ -111,7 +121,7 @@ for cap in caps:
     d = os.path.join(tmp, cap)
     at = lambda isa, ext: os.path.join(d, isa + ext)
     paths = {isa: json.load(open(at(isa, ".json")))
-             for isa in known if os.path.exists(at(isa, ".json"))}
+             for isa in ["default"] + known if os.path.exists(at(isa, ".json"))}
     refused = {isa: open(at(isa, ".refused")).read().strip().splitlines()[-1]
                for isa in known if os.path.exists(at(isa, ".refused"))}
     doc["runs"].append({"onednn_max_cpu_isa": None if cap == "default" else cap,

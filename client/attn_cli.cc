@@ -282,7 +282,8 @@ void PrintModel(const v1::ModelInfo& m) {
             << "\tcompute_dtype=" << m.compute_dtype()
             << "\tcausal=" << (m.causal() ? "true" : "false")
             << "\tmax_sequence_length=" << m.max_sequence_length()
-            << "\tsource=" << m.source() << "\n";
+            << "\tsource=" << m.source()
+            << "\timplementation=" << m.implementation() << "\n";
 }
 
 int RunModels(Client& client, const CommandLine& line, absl::Time deadline) {

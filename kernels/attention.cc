@@ -351,7 +351,8 @@ class MultiHeadAttentionImpl final : public MultiHeadAttention {
                         ? "bf16 emulated on fp32 GEMMs (no AVX-512)"
                         : "bf16 (oneDNN)";
     }
-    return absl::StrCat("core ", flash_.isa(), ", projections ", projections);
+    return absl::StrCat("core ", flash_.description(), ", projections ",
+                        projections);
   }
 
   absl::Status Forward(const AttentionInput& in,

@@ -176,8 +176,10 @@ class MultiHeadAttention {
   virtual const AttentionConfig& config() const = 0;
 
   // Which implementation runs on this CPU, for logs and GetModel, e.g.
-  // "core avx512, projections bf16 (oneDNN)" or "core scalar, projections
-  // bf16 emulated on fp32 GEMMs (no AVX-512)". Default: "".
+  // "core avx512, projections bf16 (oneDNN)", "core scalar, projections
+  // bf16 emulated on fp32 GEMMs (no AVX-512)" or, for a bf16 layer on an
+  // AVX512-BF16 CPU without AMX, "core avx512_bf16 from 128 keys, avx512
+  // below (calibrated: ...), projections bf16 (oneDNN)". Default: "".
   virtual std::string ImplementationSummary() const { return ""; }
 
  protected:

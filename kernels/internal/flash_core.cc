@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/internal/bf16_calibration.h"
 #include "kernels/internal/flash_hwy.h"
 #include "kernels/internal/flash_tiles.h"
 #include "oneapi/dnnl/dnnl.hpp"
@@ -53,8 +54,39 @@ FlashCore::FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
       dtype_(dtype) {
   absl::StatusOr<CoreChoice> choice = ChooseCore(dtype, head_dim);
   choice_ = choice.ok() ? *std::move(choice) : DefaultCore(dtype, head_dim);
+  description_ = choice_.name;
+  if (choice_.calibrate) {
+    choice_.calibrate = false;
+    const Bf16Calibration c = CalibrateBf16(num_heads, num_kv_heads, head_dim);
+    if (c.min_keys == kBf16Never) {
+      choice_.isa = CoreIsa::kAvx512;
+      choice_.name = "avx512";
+      description_ = absl::StrCat(
+          "avx512 (calibrated, faster than avx512_bf16 "
+          "at every length: ",
+          c.Summary(), ")");
+    } else {
+      choice_.bf16_min_keys = c.min_keys;
+      description_ =
+          c.min_keys == 0
+              ? absl::StrCat("avx512_bf16 (calibrated: ", c.Summary(), ")")
+              : absl::StrCat("avx512_bf16 from ", c.min_keys,
+                             " keys, avx512 below (calibrated: ", c.Summary(),
+                             ")");
+    }
+  }
   isa_ = choice_.isa;
 }
+
+FlashCore::FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                     ComputeDType dtype, CoreChoice choice)
+    : num_heads_(num_heads),
+      num_kv_heads_(num_kv_heads),
+      head_dim_(head_dim),
+      dtype_(dtype),
+      choice_(std::move(choice)),
+      description_(choice_.name),
+      isa_(choice_.isa) {}
 
 absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
   if (seqs.empty()) return absl::OkStatus();
@@ -73,7 +105,10 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
     if (amx) {
       return s.kv_len >= kAmxMinKeys ? UnitKind::kAmx : UnitKind::kF32Direct;
     }
-    if (bf16) return UnitKind::kBf16;
+    if (bf16) {
+      return s.kv_len >= choice_.bf16_min_keys ? UnitKind::kBf16
+                                               : UnitKind::kF32Direct;
+    }
     return flash::PackF32(s) ? UnitKind::kF32Packed : UnitKind::kF32Direct;
   };
 
@@ -106,9 +141,9 @@ absl::Status FlashCore::Forward(absl::Span<const FlashSequence> seqs) const {
   const bool vdp = isa_ == Isa::kAvx512Bf16;
   const int64_t q16_off = p16_off + round16(BQ * BK / 2);
   const int64_t qt_off = q16_off + (vdp ? round16((BQ * hdp + 1) / 2) : 0);
-  // qt: fp32 [hd][BQ], or bf16 pairs on the AMX path (which may also run
-  // the fp32 unit for short sequences).
-  const int64_t m_off = qt_off + (vdp ? 0 : round16(hd * BQ));
+  // qt: fp32 [hd][BQ], or bf16 pairs on the AMX path. Both bf16 paths may
+  // also run the fp32 unit (short sequences), so it is always there.
+  const int64_t m_off = qt_off + round16(hd * BQ);
   const int64_t limit_off = m_off + 3 * BQ;
   const int64_t limit32_off = limit_off + 2 * BQ;
   const int64_t pv_off = limit32_off + BQ;

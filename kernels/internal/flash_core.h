@@ -17,12 +17,13 @@
 // the online softmax runs down the columns of the transposed 64 x 64 score
 // tile. Otherwise bf16 layers use the fp32 core (on CPUs without AVX-512
 // their projections are bf16 emulated on fp32 GEMMs, Linear). The vdpbf16ps
-// core (ATTN_KERNEL_ISA=avx512_bf16, bf16 layers only) has the same
-// numerics; it is opt-in because on the development CPU it is slower than
-// the fp32 core. ATTN_KERNEL_ISA (kernels/kernel_isa.h) forces any path,
-// including the portable scalar one (kernel_isa.cc chooses). Max, exp and
-// sums are fp32 always.
-// Internal: not part of the public API.
+// core (AVX512-BF16 CPUs, bf16 layers only) has the same numerics; by
+// default it runs the sequences long enough for it to beat the fp32 unit,
+// a key length measured per CPU and head shape when the core is built
+// (bf16_calibration.h), and ATTN_KERNEL_ISA=avx512_bf16 forces it for all.
+// ATTN_KERNEL_ISA (kernels/kernel_isa.h) forces any path, including the
+// portable scalar one (kernel_isa.cc chooses). Max, exp and sums are fp32
+// always. Internal: not part of the public API.
 //
 // Thread-safety: Forward() is const and may be called concurrently (the
 // scratch pool is internally synchronized). Each call runs an OpenMP team of
@@ -67,8 +68,14 @@ class FlashCore {
   // REQUIRES: all > 0, num_heads % num_kv_heads == 0. Runs ChooseCore's
   // choice (kernel_isa.h; an ATTN_KERNEL_ISA it refuses gives the default:
   // MultiHeadAttention::Create checks it first).
+  // A default bf16 core on an AVX512-BF16 CPU (CoreChoice::calibrate) is
+  // calibrated here (bf16_calibration.h; once per head shape and process).
   FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
             ComputeDType dtype);
+  // Runs `choice` as given (calibration and tests). REQUIRES: this CPU runs
+  // it, and choice.calibrate is false.
+  FlashCore(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+            ComputeDType dtype, CoreChoice choice);
 
   // Computes the context of every sequence; rows whose keys are all masked
   // get zero context and row_masked = 1. REQUIRES: sequences valid (shapes
@@ -79,6 +86,10 @@ class FlashCore {
   // target) or "scalar": the kernels this object runs.
   const char* isa() const { return choice_.name.c_str(); }
   const CoreChoice& choice() const { return choice_; }
+  // isa(), and for a calibrated bf16 core how it splits sequences and what
+  // was measured: "avx512_bf16 from 128 keys, avx512 below (calibrated:
+  // vdpbf16ps/fp32 time 1.31@16 ...)".
+  const std::string& description() const { return description_; }
 
  private:
   using Isa = CoreIsa;
@@ -88,6 +99,7 @@ class FlashCore {
   const int64_t head_dim_;
   const ComputeDType dtype_;
   CoreChoice choice_;
+  std::string description_;
   Isa isa_;
   mutable ScratchPool pool_;
 };

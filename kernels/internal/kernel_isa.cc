@@ -83,10 +83,17 @@ CoreChoice Default(const Cpu& cpu, ComputeDType dtype, int64_t head_dim) {
   if (bf16 && cpu.amx && head_dim % 32 == 0) {
     return Make(CoreIsa::kAmxBf16, "amx_bf16");
   }
-  // The vdpbf16ps core is opt-in: on the development CPU (Sapphire Rapids
-  // class, one vdpbf16ps port) it is slower than the fp32 FMA core because
-  // it adds bf16 packing without more FLOP/cycle; bf16 layers then keep
-  // bf16 GEMMs for the projections and an fp32 core.
+  // Whether the vdpbf16ps core beats the fp32 FMA core depends on the CPU
+  // and the sequence length: slower at every length on a Sapphire Rapids
+  // class CPU with AMX forced off (one vdpbf16ps port, packing on top),
+  // 1.4x faster from 512 keys and slower under 128 on an AMD Zen 5 class
+  // one (docs/KERNELS.md). So it is measured, per layer shape, when the
+  // flash core is built (bf16_calibration.h).
+  if (bf16 && cpu.avx512_bf16) {
+    CoreChoice c = Make(CoreIsa::kAvx512Bf16, "avx512_bf16");
+    c.calibrate = true;
+    return c;
+  }
   if (cpu.avx512) return Make(CoreIsa::kAvx512, "avx512");
   // Highway's EMU128 is scalar code in vector clothes: not a default.
   if (!cpu.hwy.empty() && cpu.hwy.front()->target != HWY_EMU128) {

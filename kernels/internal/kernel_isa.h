@@ -21,6 +21,15 @@ struct CoreChoice {
   CoreIsa isa = CoreIsa::kScalar;
   const flash::HwyTarget* hwy = nullptr;  // set iff isa == kHwy
   std::string name;                       // "hwy_avx2", "amx_bf16", ...
+  // kAvx512Bf16 only: sequences of at least this many keys run the
+  // vdpbf16ps unit, shorter ones the AVX-512 fp32 unit (0: every sequence
+  // runs vdpbf16ps, as ATTN_KERNEL_ISA=avx512_bf16 forces).
+  int64_t bf16_min_keys = 0;
+  // The default for a bf16 layer on an AVX512-BF16 CPU (when AMX does not
+  // serve it): the flash core measures where vdpbf16ps beats the fp32 unit
+  // on the layer's own head shape (bf16_calibration.h) and sets
+  // bf16_min_keys, or falls back to avx512 where it never wins.
+  bool calibrate = false;
 };
 
 // The core of a layer of `dtype` with heads of `head_dim`: ATTN_KERNEL_ISA
@@ -28,7 +37,7 @@ struct CoreChoice {
 // ones this CPU cannot run), otherwise this CPU's default.
 absl::StatusOr<CoreChoice> ChooseCore(ComputeDType dtype, int64_t head_dim);
 
-// This CPU's default core (ATTN_KERNEL_ISA ignored).
+// This CPU's default core (ATTN_KERNEL_ISA ignored; `calibrate` may be set).
 CoreChoice DefaultCore(ComputeDType dtype, int64_t head_dim);
 
 }  // namespace attn::kernels::internal

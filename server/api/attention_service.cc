@@ -306,6 +306,9 @@ void FillModelInfo(const Model& model, v1::ModelInfo* info) {
   info->add_input_dtypes(v1::BFLOAT16);
   info->add_input_dtypes(v1::FLOAT16);
   info->set_source(model.source);
+  if (model.kernel != nullptr) {
+    info->set_implementation(model.kernel->ImplementationSummary());
+  }
 }
 
 AttentionServiceImpl::AttentionServiceImpl(

@@ -156,6 +156,9 @@ class PythonClientTest(unittest.TestCase):
         self.assertEqual(self.client.get_model("versioned").version, 2)
         gqa = self.client.get_model("gqa")
         self.assertEqual((gqa.num_heads, gqa.num_kv_heads), (8, 2))
+        # The kernels that run each model, as the start-up log names them.
+        for m in models.values():
+            self.assertRegex(m.implementation, r"^core \S+.*, projections ")
 
     # -- numerics against PyTorch ---------------------------------------------
 

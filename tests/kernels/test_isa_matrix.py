@@ -1,5 +1,6 @@
-"""bench/isa_matrix.sh on this CPU, on the smallest bench case: every known
-core path is either timed (each case names that path as its core, and the
+"""bench/isa_matrix.sh on this CPU, on the smallest bench case: the default
+path (ATTN_KERNEL_ISA unset) is timed first, and every known core path is
+either timed (each case names that path as its core, and the
 bf16 case's error against fp32 is small) or listed as not runnable with
 the FAILED_PRECONDITION it gave when forced; the Markdown table has a
 column per timed path. Asserts no time: efficiencies are only required to
@@ -41,7 +42,8 @@ class IsaMatrixTest(unittest.TestCase):
         self.assertEqual(len(doc["runs"]), 1)
         run = doc["runs"][0]
         self.assertIsNone(run["onednn_max_cpu_isa"])
-        self.assertEqual(list(run["paths"]), [i for i in known if i in runnable])
+        self.assertEqual(list(run["paths"]),
+                         ["default"] + [i for i in known if i in runnable])
         self.assertEqual(sorted(run["not_runnable_here"]),
                          sorted(i for i in known if i not in runnable))
         for isa, msg in run["not_runnable_here"].items():
@@ -54,7 +56,10 @@ class IsaMatrixTest(unittest.TestCase):
                 # The bf16 cores serve bf16 layers; fp32 layers get avx512.
                 core = ("avx512" if isa in ("avx512_bf16", "amx_bf16")
                         and c["dtype"] == "fp32" else isa)
-                self.assertIn("core " + core + ",", c["implementation"])
+                if isa == "default":  # whichever core this CPU picks
+                    self.assertRegex(c["implementation"], r"^core \S+")
+                else:
+                    self.assertIn("core " + core + ",", c["implementation"])
                 self.assertTrue(math.isfinite(c["efficiency"]) and c["efficiency"] > 0)
                 self.assertIn(c["roofline_dtype"], ("f32", "bf16"))
             self.assertLess(cases[1]["max_abs_err_vs_fp32"], 0.05, isa)

@@ -481,6 +481,10 @@ TEST_F(ServiceTest, ListModelsAndGetModel) {
   EXPECT_EQ(info.compute_dtype(), "float32");
   EXPECT_FLOAT_EQ(info.scale(), 1.0f / 8.0f);
   EXPECT_EQ(info.source(), "<builtin>");
+  // The kernels that run it, as the start-up log names them.
+  EXPECT_THAT(info.implementation(), ::testing::StartsWith("core "));
+  EXPECT_THAT(info.implementation(),
+              ::testing::HasSubstr(", projections fp32 (oneDNN)"));
   EXPECT_THAT(info.input_dtypes(),
               ::testing::ElementsAre(v1::FLOAT32, v1::BFLOAT16, v1::FLOAT16));
 
