@@ -22,8 +22,13 @@ set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY BOTH)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE BOTH)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE BOTH)
 
-# ctest / gtest_discover_tests run the test binaries through qemu.
+# ctest / gtest_discover_tests run the test binaries through qemu, with the
+# arm64 multiarch root (-L /): its loader /lib/ld-linux-aarch64.so.1 and
+# libc.so.6 come from one package (libc6:arm64). -L /usr/aarch64-linux-gnu
+# paired the cross toolchain's loader (libc6-arm64-cross 2.36-8cross1) with
+# the multiarch libc.so.6 (2.36-9+deb12u14), and every pthread_create (the
+# first OpenMP region) then spun forever in libc.
 find_program(ATTN_QEMU_AARCH64 NAMES qemu-aarch64-static qemu-aarch64)
 if(ATTN_QEMU_AARCH64)
-  set(CMAKE_CROSSCOMPILING_EMULATOR ${ATTN_QEMU_AARCH64} -L /usr/aarch64-linux-gnu)
+  set(CMAKE_CROSSCOMPILING_EMULATOR ${ATTN_QEMU_AARCH64} -L /)
 endif()

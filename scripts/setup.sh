@@ -41,12 +41,23 @@ if [ "${1:-}" = "--aarch64" ]; then
   # The aarch64 cross build (scripts/ci/aarch64.sh): cross compiler, qemu and
   # arm64 multiarch libraries. libdnnl-dev:arm64 is not installable next to
   # libdnnl-dev:amd64 (conflicting dnnl_config.h); aarch64.sh unpacks it.
-  dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    g++-aarch64-linux-gnu qemu-user-static libdnnl2:arm64 libabsl-dev:arm64 \
-    libgtest-dev:arm64 libgmock-dev:arm64 libhwy-dev:arm64 nlohmann-json3-dev \
-    libhwy-dev >/dev/null
+  # The binaries run with qemu's -L / (scripts/ci/aarch64.sh): loader and
+  # libc from libc6:arm64, pulled in by the libraries below.
+  a64_pkgs=(g++-aarch64-linux-gnu qemu-user-static libdnnl2:arm64
+    libabsl-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64 libhwy-dev:arm64
+    nlohmann-json3-dev libhwy-dev)
+  a64_missing=()
+  for p in "${a64_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+      || a64_missing+=("$p")
+  done
+  if [ "${#a64_missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${a64_missing[*]}"
+    dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      "${a64_missing[@]}" >/dev/null
+  fi
   echo "setup: aarch64 done"
   exit 0
 fi
