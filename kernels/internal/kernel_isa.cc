@@ -86,9 +86,9 @@ CoreChoice Default(const Cpu& cpu, ComputeDType dtype, int64_t head_dim) {
   // Whether the vdpbf16ps core beats the fp32 FMA core depends on the CPU
   // and the sequence length: slower at every length on a Sapphire Rapids
   // class CPU with AMX forced off (one vdpbf16ps port, packing on top),
-  // 1.4x faster from 512 keys and slower under 128 on an AMD Zen 5 class
-  // one (docs/KERNELS.md). So it is measured, per layer shape, when the
-  // flash core is built (bf16_calibration.h).
+  // faster from 64 keys and slower at 16 on an AMD Zen 5 class one
+  // (docs/KERNELS.md). So it is measured, per layer shape, when the flash
+  // core is built (bf16_calibration.h).
   if (bf16 && cpu.avx512_bf16) {
     CoreChoice c = Make(CoreIsa::kAvx512Bf16, "avx512_bf16");
     c.calibrate = true;
