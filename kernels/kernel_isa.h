@@ -9,13 +9,17 @@
 //   hwy_sse4     SSE4                          hwy_neon  NEON (aarch64)
 //   hwy_emu128   Highway's portable fallback (x86 builds)
 //   avx512       the hand-tuned AVX-512 fp32 core
-//   avx512_bf16  bf16 layers: the vdpbf16ps core (fp32 layers: avx512)
+//   avx512_bf16  bf16 layers: the vdpbf16ps core on every sequence (fp32
+//                layers: avx512)
 //   amx_bf16     bf16 layers with head_dim % 32 == 0: the AMX tile core
 //                (other layers: avx512)
 // Unknown values make Create fail with INVALID_ARGUMENT; values this CPU
 // cannot run (or that oneDNN's ONEDNN_MAX_CPU_ISA caps away) with
-// FAILED_PRECONDITION. Unset: AMX for bf16 layers where it runs, else
-// avx512 on AVX-512 CPUs, else the best Highway vector target, else scalar.
+// FAILED_PRECONDITION. Unset: AMX for bf16 layers where it runs; bf16
+// layers on other AVX512-BF16 CPUs run vdpbf16ps from a key length measured
+// when the layer is built and avx512 below it (or avx512 on all, where
+// vdpbf16ps never wins); else avx512 on AVX-512 CPUs, else the best
+// Highway vector target, else scalar.
 //
 // Thread-safety: the functions are thread-safe (no mutable state).
 #ifndef ATTNSERVE_KERNELS_KERNEL_ISA_H_
