@@ -37,6 +37,15 @@ CONTAINER_PKGS=(
   buildah podman debootstrap  # scripts/ci/container.sh: image without a Docker engine
 )
 
+# Prints those of the named packages that dpkg does not have installed.
+not_installed() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+      || echo "$p"
+  done
+}
+
 if [ "${1:-}" = "--aarch64" ]; then
   # The aarch64 cross build (scripts/ci/aarch64.sh): cross compiler, qemu and
   # arm64 multiarch libraries. libdnnl-dev:arm64 is not installable next to
@@ -46,11 +55,7 @@ if [ "${1:-}" = "--aarch64" ]; then
   a64_pkgs=(g++-aarch64-linux-gnu qemu-user-static libdnnl2:arm64
     libabsl-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64 libhwy-dev:arm64
     nlohmann-json3-dev libhwy-dev)
-  a64_missing=()
-  for p in "${a64_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
-      || a64_missing+=("$p")
-  done
+  mapfile -t a64_missing < <(not_installed "${a64_pkgs[@]}")
   if [ "${#a64_missing[@]}" -gt 0 ]; then
     echo "setup: installing ${a64_missing[*]}"
     dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
@@ -73,11 +78,7 @@ elif [ "${1:-}" != "--runtime" ]; then
   command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 fi
 
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
-    || missing+=("$p")
-done
+mapfile -t missing < <(not_installed "${pkgs[@]}")
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
