@@ -215,7 +215,7 @@ void PagedDecode(const float* qkv, absl::Span<const PagedSequence> seqs,
   std::vector<float> partials(static_cast<size_t>(parts * part_floats));
   const DecodeSpanFn run = span != nullptr ? span : &ScalarSpan;
   const int64_t scratch_floats =
-      std::max(DecodeScratchFloats(group, l), 2 * hd);
+      std::max(DecodeScratchFloats(width * group, l), 2 * hd);
 #pragma omp parallel
   {
     std::vector<float> own(static_cast<size_t>(own_floats));

@@ -6,10 +6,10 @@
 // A span is the work of one query token for one or more kv heads over a
 // contiguous range of its sequence's key positions: the dot products of the
 // group's query heads with each key block (every K and V row is read once for
-// all the heads of the group: GQA), an online softmax per block, and the
-// weighted sum of the V rows. It returns the unnormalised partial result
-// (running max, sum of exponentials, weighted V sum), so that the caller
-// can split a long sequence's keys over threads and merge the parts.
+// all the heads of the group: GQA), an online softmax per chunk of blocks,
+// and the weighted sum of the V rows. It returns the unnormalised partial
+// result (running max, sum of exponentials, weighted V sum), so that the
+// caller can split a long sequence's keys over threads and merge the parts.
 //
 // Internal: not part of the public API. Thread-safety: the table is
 // immutable after static initialisation; spans are reentrant and write
@@ -42,7 +42,7 @@ struct DecodeSpan {
 // The partial result of a span, for its R = num_kv * group query heads:
 // m[R] the running max of the scores, l[R] the sum of exp(score - m),
 // acc[R][head_dim] the sum of exp(score - m) * V. scratch: at least
-// DecodeScratchFloats(group, layout) floats.
+// DecodeScratchFloats(R, layout) floats.
 struct DecodePartial {
   float* m;
   float* l;
@@ -54,8 +54,18 @@ struct DecodePartial {
 inline int64_t DecodeScoreStride(const KvPoolLayout& l) {
   return (l.block_tokens + 15) / 16 * 16;
 }
-inline int64_t DecodeScratchFloats(int64_t group, const KvPoolLayout& l) {
-  return group * DecodeScoreStride(l);
+// Blocks whose scores a span computes before one softmax step (about 256
+// keys: the scores of 16 query heads then take 16 KiB, within L1).
+inline int64_t DecodeChunkBlocks(const KvPoolLayout& l) {
+  return l.block_tokens >= 256 ? 1 : 256 / l.block_tokens;
+}
+// Floats per query head's row of scores for one chunk (whole vectors).
+inline int64_t DecodeChunkStride(const KvPoolLayout& l) {
+  return (DecodeChunkBlocks(l) * l.block_tokens + 15) / 16 * 16;
+}
+// Scratch floats of a span with `rows` query heads (num_kv * group).
+inline int64_t DecodeScratchFloats(int64_t rows, const KvPoolLayout& l) {
+  return rows * DecodeChunkStride(l);
 }
 
 using DecodeSpanFn = void (*)(const KvPool& pool, const DecodeSpan& span,

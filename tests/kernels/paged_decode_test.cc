@@ -158,19 +158,22 @@ TEST_P(PagedDecodeTest, StepsMatchCausalForwardOverThePrefix) {
 
 // A long sequence on few kv heads: with 4 threads each (token, kv head)
 // pair's keys are split into spans on different threads and merged
-// (kMinSpanKeys), with head_dim 20 (not a multiple of the vector length:
-// scalar tails) and every kernel path this CPU runs (the Highway span of
-// each target, the scalar span). Each must match the layer's stateless
-// causal Forward over the whole prefix.
+// (kMinSpanKeys), in chunks of blocks (DecodeChunkBlocks: 705 keys are
+// three), with head_dim 20 (not a multiple of the vector length: scalar
+// tails) or 32 (a multiple of twice every target's: the paired bf16 P.V
+// tiles) and every kernel path this CPU runs (the Highway span of each
+// target, the scalar span). Each must match the layer's stateless causal
+// Forward over the whole prefix.
 struct LongCase {
   std::string isa;
   bool bf16;
   int64_t window;
+  int64_t head_dim = 20;
 };
 
 void PrintTo(const LongCase& c, std::ostream* os) {
   *os << c.isa << (c.bf16 ? " bf16 cache" : " fp32 cache") << " window "
-      << c.window;
+      << c.window << " head_dim " << c.head_dim;
 }
 
 class PagedDecodeLongTest : public ::testing::TestWithParam<LongCase> {};
@@ -178,7 +181,7 @@ class PagedDecodeLongTest : public ::testing::TestWithParam<LongCase> {};
 TEST_P(PagedDecodeLongTest, SplitSpansMatchCausalForward) {
   const LongCase& p = GetParam();
   AttentionConfig config;
-  config.d_model = 80;  // 4 heads of 20
+  config.d_model = 4 * p.head_dim;
   config.num_heads = 4;
   config.num_kv_heads = 2;
   config.rope_theta = 10000.0;
@@ -191,7 +194,7 @@ TEST_P(PagedDecodeLongTest, SplitSpansMatchCausalForward) {
   unsetenv("ATTN_KERNEL_ISA");
   ASSERT_TRUE(mha.ok()) << mha.status();
   constexpr int64_t kPrefill = 700, kTotal = 705, kBlocks = 50;
-  const TestPool storage(16, 2, 20, p.bf16, kBlocks);
+  const TestPool storage(16, 2, p.head_dim, p.bf16, kBlocks);
   const KvPool& pool = storage.pool();
   std::vector<int32_t> table(kBlocks);
   std::iota(table.begin(), table.end(), 0);
@@ -224,6 +227,8 @@ std::vector<LongCase> LongCases() {
     cases.push_back({isa, false, 0});
     cases.push_back({isa, true, 0});
     cases.push_back({isa, false, 600});
+    cases.push_back({isa, true, 0, 32});
+    cases.push_back({isa, true, 600, 32});
   }
   return cases;
 }
@@ -233,7 +238,8 @@ INSTANTIATE_TEST_SUITE_P(EveryIsa, PagedDecodeLongTest,
                          [](const ::testing::TestParamInfo<LongCase>& info) {
                            return info.param.isa +
                                   (info.param.bf16 ? "_bf16" : "_f32") +
-                                  (info.param.window > 0 ? "_window" : "");
+                                  (info.param.window > 0 ? "_window" : "") +
+                                  "_hd" + std::to_string(info.param.head_dim);
                          });
 
 TEST(PagedDecodeValidationTest, BadTablesAreInvalidArgument) {
